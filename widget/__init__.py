@@ -1,0 +1,37 @@
+"""Undersign: a coalition's statement on many allied sites, with a count people can trust.
+
+``create_app`` wires the subsystems, each through its own ``init_app``; see
+``config.SETTINGS`` for every ``WIDGET_*`` setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+__all__ = ["create_app"]
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the WSGI app; ``test_config`` overrides the environment."""
+    from . import api, cli, db, embed, errors, limits
+    from .config import load_config
+    from .statements import load_registry
+
+    app = Flask(__name__, static_folder=None)
+    load_config(app, test_config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    extra = [app.config["STATEMENTS_DIR"]] if app.config["STATEMENTS_DIR"] else []
+    app.extensions["undersign.statements"] = load_registry(extra)
+
+    db.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(api.health_bp)
+    app.register_blueprint(embed.bp)
+    limits.init_app(app, ["api.endorse", *embed.RATE_LIMITED_ENDPOINTS])
+    cli.register(app.cli)
+    return app

@@ -1,0 +1,200 @@
+"""Every ``WIDGET_*`` setting: its name, default, type and meaning, in one list.
+
+``load_config`` fills ``app.config`` from that list, then from the environment
+(``app.config.from_prefixed_env("WIDGET")``), then from ``test_config``, and finally
+coerces each value to its declared type so the rest of the code can trust it.
+The README's configuration table is generated from ``SETTINGS`` (see ``undersign config``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the setting."""
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
+    return int(value)
+
+
+def _to_str(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _to_origins(value: Any) -> tuple[str, ...]:
+    """``"https://a.example, https://b.example"`` -> normalized tuple; ``"*"`` stays ``("*",)``."""
+    if isinstance(value, list | tuple):
+        items = [str(v) for v in value]
+    else:
+        items = str(value or "").split(",")
+    origins: list[str] = []
+    for item in items:
+        origin = item.strip().rstrip("/")
+        if not origin:
+            continue
+        if origin != "*" and not (origin.startswith("http://") or origin.startswith("https://")):
+            raise ValueError(f"{origin!r} is not an origin like https://ally.example")
+        if origin != "*" and "/" in origin.split("://", 1)[1]:
+            raise ValueError(f"{origin!r} has a path; an origin is scheme://host[:port]")
+        origins.append(origin.lower())
+    return tuple(origins)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One ``WIDGET_<name>`` setting."""
+
+    name: str
+    default: Any
+    convert: Callable[[Any], Any]
+    doc: str
+
+    @property
+    def env(self) -> str:
+        return f"WIDGET_{self.name}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "REDIS_URL",
+        "",
+        _to_str,
+        "Redis to use (`redis://`, `rediss://`, `unix://`). Unset: start the embedded "
+        "Redis under `WIDGET_DATA_DIR`.",
+    ),
+    Setting(
+        "REDIS_CLUSTER",
+        False,
+        _to_bool,
+        "Treat `WIDGET_REDIS_URL` as a Redis Cluster entry node.",
+    ),
+    Setting("DATA_DIR", "./var", _to_str, "Where the embedded Redis and the demo secret live."),
+    Setting(
+        "ALLOWED_ORIGINS",
+        "",
+        _to_origins,
+        "Comma-separated allied origins (`https://ally.example`) allowed to embed the widget "
+        "and call the API from browsers; `*` allows any.",
+    ),
+    Setting(
+        "SECRET_KEY",
+        "",
+        _to_str,
+        "Key for email HMACs, hashed client addresses and signed cookies. Required with "
+        "`WIDGET_REDIS_URL`; the embedded mode generates one in the data dir.",
+    ),
+    Setting(
+        "ADMIN_TOKEN",
+        "",
+        _to_str,
+        "Operator bearer token for `/admin` and `/api/v1/admin`; unset refuses every admin "
+        "request.",
+    ),
+    Setting(
+        "ENDORSE_LIMIT",
+        "5/minute;50/day",
+        _to_str,
+        "Endorsements allowed per client address (flask-limiter syntax).",
+    ),
+    Setting(
+        "TRUSTED_PROXIES",
+        0,
+        _to_int,
+        "How many reverse proxies in front of the service set `X-Forwarded-For`/`-Proto`.",
+    ),
+    Setting(
+        "STATEMENTS_DIR",
+        "",
+        _to_str,
+        "Extra folder of statement files; the bundled statements are always loaded.",
+    ),
+    Setting(
+        "PUBLIC_URL",
+        "",
+        _to_str,
+        "Public base URL for the links the service hands out (default: from the request).",
+    ),
+    Setting(
+        "METRICS_PUBLIC",
+        False,
+        _to_bool,
+        "Serve `/metrics` without the admin token.",
+    ),
+)
+
+SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> None:
+    """Fill and type-check ``app.config``; raise ``ConfigError`` naming a bad setting."""
+    for setting in SETTINGS:
+        app.config[setting.name] = setting.default
+    app.config.from_prefixed_env("WIDGET")
+    if test_config:
+        app.config.update(test_config)
+    for setting in SETTINGS:
+        try:
+            app.config[setting.name] = setting.convert(app.config[setting.name])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{setting.env}: {exc}") from exc
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["PUBLIC_URL"] = app.config["PUBLIC_URL"].rstrip("/")
+    app.config["DATA_DIR"] = str(Path(app.config["DATA_DIR"]).expanduser().resolve())
+    if not app.config["SECRET_KEY"]:
+        if app.config["REDIS_URL"] and not app.config.get("EMBEDDED_REDIS"):
+            raise ConfigError(
+                "WIDGET_SECRET_KEY is required when WIDGET_REDIS_URL is set "
+                '(make one with: python -c "import secrets; print(secrets.token_urlsafe(48))")'
+            )
+        app.config["SECRET_KEY"] = demo_secret(Path(app.config["DATA_DIR"]))
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Strict")
+
+
+def demo_secret(data_dir: Path) -> str:
+    """The embedded mode's secret: made once, kept (0600) in the data dir, shared by workers."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "secret_key"
+    if not path.exists():
+        # Write aside, then link into place: link fails if another worker won the race,
+        # so every worker ends up reading the same complete secret.
+        tmp = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    secret = path.read_text().strip()
+    if not secret:
+        raise ConfigError(f"{path} is empty; delete it to make a new secret")
+    return secret

@@ -1,0 +1,57 @@
+"""Production gunicorn settings, in one place for ``undersign serve`` and docker-compose.
+
+Use it directly with ``gunicorn -c python:widget.gunicorn_conf 'widget:create_app()'``.
+gevent workers keep thousands of idle event streams open cheaply; ``WEB_CONCURRENCY``
+sets the number of worker processes (default: one per CPU, at least two).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from typing import Any
+
+bind = [os.environ.get("BIND", "127.0.0.1:8000")]
+workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count())))
+worker_class = "gevent"
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "20000"))
+keepalive = 30
+timeout = 30
+graceful_timeout = 10
+accesslog = None  # access logs would carry client addresses; keep them off
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+forwarded_allow_ips = "*"  # the app decides whom to trust with WIDGET_TRUSTED_PROXIES
+proc_name = "undersign"
+
+
+def when_ready(server: Any) -> None:
+    for address in server.cfg.bind:
+        base = f"http://{address}"
+        server.log.info("Undersign is ready at %s  (demo allied page: %s/demo)", base, base)
+        print(
+            f"\n  Undersign is running: {base}\n  Demo allied page:     {base}/demo\n", flush=True
+        )
+
+
+SETTING_NAMES = (
+    "bind",
+    "workers",
+    "worker_class",
+    "worker_connections",
+    "keepalive",
+    "timeout",
+    "graceful_timeout",
+    "accesslog",
+    "errorlog",
+    "loglevel",
+    "forwarded_allow_ips",
+    "proc_name",
+    "when_ready",
+)
+
+
+def settings() -> dict[str, Any]:
+    """These settings as a dict, for an embedded gunicorn ``BaseApplication``."""
+    values = globals()
+    return {name: values[name] for name in SETTING_NAMES}

@@ -1,0 +1,126 @@
+"""Who may call and how often: the origin allowlist, CORS, proxies and rate limits.
+
+One ``Allowlist`` built from ``WIDGET_ALLOWED_ORIGINS`` serves both CORS for the public
+API and ``frame-ancestors`` for the widget iframe. A browser request to ``/api/`` whose
+``Origin`` is neither allowlisted nor the service's own is refused with 403 before any
+view runs. Endorsements are rate limited per client with flask-limiter on the same
+Redis; the limiter key is a keyed hash of the client address, never the address itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app, request
+from flask_cors import CORS
+from flask_limiter import Limiter
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .db import limiter_storage_uri
+from .errors import Problem
+from .privacy import client_hash
+
+PUBLIC_API = r"/api/v1/statements*"
+
+
+class Allowlist:
+    """Allied origins; ``*`` admits any."""
+
+    def __init__(self, origins: Iterable[str]) -> None:
+        self.origins = tuple(origins)
+        self.any = "*" in self.origins
+
+    def allows(self, origin: str | None) -> bool:
+        if not origin:
+            return False
+        return self.any or origin.lower().rstrip("/") in self.origins
+
+    def frame_ancestors(self) -> str:
+        if self.any:
+            return "*"
+        return " ".join(["'self'", *self.origins])
+
+    def cors_origins(self) -> list[str] | str:
+        return "*" if self.any else list(self.origins)
+
+
+def get_allowlist() -> Allowlist:
+    allowlist: Allowlist = current_app.extensions["undersign.allowlist"]
+    return allowlist
+
+
+def own_origins() -> set[str]:
+    """The service's own origin as this request sees it, and as WIDGET_PUBLIC_URL says."""
+    origins = {request.host_url.rstrip("/").lower()}
+    public = current_app.config["PUBLIC_URL"]
+    if public:
+        parts = urlsplit(public)
+        origins.add(f"{parts.scheme}://{parts.netloc}".lower())
+    return origins
+
+
+def is_own_origin(origin: str | None) -> bool:
+    return bool(origin) and str(origin).lower().rstrip("/") in own_origins()
+
+
+def check_origin() -> None:
+    """403 for a browser call from a page that is neither allied nor ours."""
+    if not request.path.startswith("/api/"):
+        return
+    origin = request.headers.get("Origin")
+    if origin is None or is_own_origin(origin):
+        return
+    if request.path.startswith("/api/v1/admin") or not get_allowlist().allows(origin):
+        raise Problem(
+            403,
+            "origin-not-allowed",
+            "Origin not allowed",
+            f"{origin} is not an allied site of this service. The operator can add it "
+            "to WIDGET_ALLOWED_ORIGINS.",
+        )
+
+
+def client_key() -> str:
+    return client_hash(current_app.config["SECRET_KEY"], request.remote_addr or "unknown")
+
+
+def endorse_limit() -> str:
+    limit: str = current_app.config["ENDORSE_LIMIT"]
+    return limit
+
+
+def init_app(app: Flask, rate_limited_endpoints: Iterable[str]) -> None:
+    """Wire proxies, the allowlist, CORS and the limiter; call after blueprints exist."""
+    proxies = app.config["TRUSTED_PROXIES"]
+    if proxies > 0:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
+        )
+
+    allowlist = Allowlist(app.config["ALLOWED_ORIGINS"])
+    app.extensions["undersign.allowlist"] = allowlist
+    app.before_request(check_origin)
+    CORS(
+        app,
+        resources={PUBLIC_API: {"origins": allowlist.cors_origins()}},
+        methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Content-Type", "If-None-Match", "Last-Event-ID"],
+        expose_headers=["ETag", "Retry-After", "Location"],
+        max_age=600,
+        supports_credentials=False,
+    )
+
+    app.config.setdefault(
+        "RATELIMIT_STORAGE_URI",
+        limiter_storage_uri(app.config["REDIS_URL"], app.config["REDIS_CLUSTER"]),
+    )
+    app.config.setdefault("RATELIMIT_STRATEGY", "moving-window")
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "us-limits")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)  # errors.py sets Retry-After
+    limiter = Limiter(key_func=client_key)
+    limiter.init_app(app)
+    app.extensions["undersign.limiter"] = limiter
+    shared = limiter.shared_limit(endorse_limit, scope="endorse", methods=["POST"])
+    for endpoint in rate_limited_endpoints:
+        app.view_functions[endpoint] = shared(app.view_functions[endpoint])  # type: ignore[assignment]

