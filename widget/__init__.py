@@ -16,7 +16,7 @@ __all__ = ["create_app"]
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the WSGI app; ``test_config`` overrides the environment."""
-    from . import api, cli, db, embed, errors, limits
+    from . import admin, api, cli, db, embed, errors, limits, live, metrics
     from .config import load_config
     from .statements import load_registry
 
@@ -32,6 +32,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(api.health_bp)
     app.register_blueprint(embed.bp)
+    live.init_app(app)
+    admin.init_app(app)
+    metrics.init_app(app)
     limits.init_app(app, ["api.endorse", *embed.RATE_LIMITED_ENDPOINTS])
     cli.register(app.cli)
     return app

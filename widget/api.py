@@ -6,6 +6,7 @@ a ``Problem`` (see ``errors``), so the response is problem+json and nothing is w
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, json, jsonify, request
@@ -17,7 +18,7 @@ from .links import normalize_origin, statement_url
 from .openapi import openapi_document
 from .privacy import email_hmac
 from .statements import Statement, StatementRegistry
-from .store import Endorsement, EndorseResult
+from .store import Endorsement, EndorseResult, LogEntry
 from .validation import EndorsementInput, validate_endorsement
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -191,6 +192,28 @@ def endorse(statement_id: str) -> tuple[Response, int]:
     response = jsonify({"status": result.status, "count": result.count})
     response.headers["Cache-Control"] = "no-store"
     return response, 201 if result.status == "counted" else 200
+
+
+RECENT_LIMIT = 5
+
+
+def public_endorser(entry: LogEntry) -> dict[str, Any]:
+    """What a visitor may see of an endorser: a first name only if they chose to be shown."""
+    first_name = entry.name.split()[0] if entry.public and entry.name.split() else None
+    return {
+        "name": first_name,
+        "country": entry.country or None,
+        "time": datetime.fromtimestamp(entry.time_ms / 1000, UTC).isoformat(timespec="seconds"),
+    }
+
+
+@bp.get("/statements/<statement_id>/recent")
+def recent_endorsers(statement_id: str) -> Response:
+    statement = get_statement(statement_id)
+    entries = get_store().recent(statement.id, RECENT_LIMIT)
+    response = jsonify({"id": statement.id, "recent": [public_endorser(e) for e in entries]})
+    response.headers["Cache-Control"] = "public, max-age=5"
+    return response
 
 
 @bp.get("/openapi.json")

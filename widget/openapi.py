@@ -100,6 +100,17 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/statements/{statement_id}/recent": {
+                "get": {
+                    "summary": "The latest endorsers, as visitors may see them",
+                    "parameters": [ID_PARAM],
+                    "responses": {
+                        "200": _json("Recent", "Newest first"),
+                        "404": PROBLEM,
+                        "503": PROBLEM,
+                    },
+                }
+            },
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -199,6 +210,28 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {
                         "status": {"enum": ["counted", "duplicate"]},
                         "count": {"type": "integer"},
+                    },
+                },
+                "Recent": {
+                    "type": "object",
+                    "required": ["id", "recent"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "recent": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "country", "time"],
+                                "properties": {
+                                    "name": {
+                                        "type": ["string", "null"],
+                                        "description": "First name, only if they chose it",
+                                    },
+                                    "country": {"type": ["string", "null"]},
+                                    "time": {"type": "string", "format": "date-time"},
+                                },
+                            },
+                        },
                     },
                 },
                 "Health": {
