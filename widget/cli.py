@@ -9,8 +9,7 @@ from __future__ import annotations
 import click
 from flask.cli import ScriptInfo, with_appcontext
 
-from .api import get_registry
-from .db import get_store
+# The app's modules are imported inside the commands, so `--help` and `serve` stay light.
 
 
 @click.command("serve")
@@ -21,13 +20,16 @@ def serve_command(host: str, port: int, workers: int | None) -> None:
     """Run the service with gunicorn (starting the embedded Redis when needed)."""
     from .server import serve
 
-    serve(host, port, workers)
+    raise SystemExit(serve(host, port, workers))
 
 
 @click.command("statements")
 @with_appcontext
 def statements_command() -> None:
     """List the statements with their counts."""
+    from .api import get_registry
+    from .db import get_store
+
     registry = get_registry()
     counts = get_store().counts(registry.ids())
     width = max((len(i) for i in registry.ids()), default=2)
@@ -45,6 +47,9 @@ def statements_command() -> None:
 @with_appcontext
 def count_command(statement_id: str) -> None:
     """Print the live count of STATEMENT_ID."""
+    from .api import get_registry
+    from .db import get_store
+
     if get_registry().get(statement_id) is None:
         raise click.ClickException(f"no statement {statement_id!r}")
     click.echo(get_store().count(statement_id))

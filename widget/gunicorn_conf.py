@@ -23,6 +23,9 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 forwarded_allow_ips = "*"  # the app decides whom to trust with WIDGET_TRUSTED_PROXIES
 proc_name = "undersign"
+# gunicorn 27 opens a control socket at one fixed path per user; several instances on a
+# host would fight over it, and nothing here uses it.
+control_socket_disable = True
 
 
 def when_ready(server: Any) -> None:
@@ -47,6 +50,7 @@ SETTING_NAMES = (
     "loglevel",
     "forwarded_allow_ips",
     "proc_name",
+    "control_socket_disable",
     "when_ready",
 )
 

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -129,49 +129,52 @@ def ensure_embedded_redis(data_dir: str | Path) -> str:
     return embedded.url
 
 
-def serve(host: str, port: int, workers: int | None) -> None:
-    """Run the service under gunicorn; with no WIDGET_REDIS_URL, on the embedded Redis."""
-    from gunicorn.app.base import BaseApplication
+def serve(host: str, port: int, workers: int | None) -> int:
+    """Run gunicorn (settings from ``gunicorn_conf``) until it exits; return its status.
 
-    from . import gunicorn_conf
+    gunicorn runs as a child process so its master imports nothing of ours before forking
+    the gevent workers. Signals sent to us are passed on; the embedded Redis (when we
+    started it) is shut down after gunicorn has exited, so no acknowledged write is lost.
+    """
     from .config import demo_secret
 
-    overrides: dict[str, Any] = {}
+    env = dict(os.environ)
     embedded: EmbeddedRedis | None = None
     started_here = False
-    if not os.environ.get("WIDGET_REDIS_URL"):
-        data_dir = Path(os.environ.get("WIDGET_DATA_DIR", "./var")).expanduser().resolve()
+    if not env.get("WIDGET_REDIS_URL"):
+        data_dir = Path(env.get("WIDGET_DATA_DIR", "./var")).expanduser().resolve()
         embedded = EmbeddedRedis(data_dir)
         with embedded.lock():
             if not embedded.running():
                 embedded.start()
                 started_here = True
-        overrides = {"REDIS_URL": embedded.url, "EMBEDDED_REDIS": True}
-        if not os.environ.get("WIDGET_SECRET_KEY"):
-            demo_secret(data_dir)
+        env["WIDGET_REDIS_URL"] = embedded.url
+        env["WIDGET_DATA_DIR"] = str(data_dir)
+        env.setdefault("WIDGET_SECRET_KEY", demo_secret(data_dir))
         print(f"Embedded Redis: {embedded.socket} (data in {data_dir})", flush=True)
 
-    options = gunicorn_conf.settings()
-    options["bind"] = [f"{host}:{port}"]
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "-c", "python:widget.gunicorn_conf",
+        "--bind", f"{host}:{port}",
+    ]  # fmt: skip
     if workers:
-        options["workers"] = workers
+        command += ["--workers", str(workers)]
+    command.append("widget:create_app()")
 
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            for key, value in options.items():
-                self.cfg.set(key, value)
+    child = subprocess.Popen(command, env=env)
 
-        def load(self) -> Any:
-            from . import create_app
+    def forward(signum: int, _frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
 
-            return create_app(overrides or None)
-
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
     try:
-        Server().run()
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise
+        return child.wait()
     finally:
+        if child.poll() is None:
+            child.kill()
         if embedded is not None and started_here:
             embedded.stop()
             print("Embedded Redis stopped; data kept.", file=sys.stderr, flush=True)
