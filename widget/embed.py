@@ -1,21 +1,411 @@
 """Blueprint for what browsers load: ``/embed.js``, ``/embed/<id>``, ``/s/<id>``, ``/demo``.
 
-(Skeleton: the widget issue fills this in.)
+* ``/embed.js``: the loader allied sites paste (``static/embed.js``), revalidated on every
+  use so a fix reaches every site at once.
+* ``/embed/<id>``: the widget page the loader frames. ``frame-ancestors`` comes from the
+  allowlist; everything else is ``'self'`` only, with no inline script or style. The
+  language, theme and layout come from the query string the loader builds.
+* ``/s/<id>``: the hosted statement page, whose form also works without JavaScript
+  (a POST carrying a signed, time-limited token; no cookie is ever set).
+* ``/demo``: an example allied page from ``embed/``, and ``/`` a landing page.
+
+Static files under ``/static`` are fingerprinted (``?v=<hash>``) and cached for a year
+when the hash matches, revalidated otherwise; all carry ``nosniff`` and
+``Cross-Origin-Resource-Policy: cross-origin``.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect
-from werkzeug.wrappers import Response
+import hashlib
+import json
+import secrets
+from functools import cache
+from typing import Any
 
-from .resources import STATIC_DIR
+from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
+from flask import send_from_directory as _send_from_directory
+from flask_limiter import RateLimitExceeded
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from redis.exceptions import RedisError
+
+from .api import (
+    RECENT_LIMIT,
+    get_registry,
+    get_statement,
+    public_endorser,
+    record_endorsement,
+)
+from .db import get_store
+from .errors import Problem, handle_rate_limit
+from .i18n import Catalog, catalogs, get_catalog, match_language
+from .limits import get_allowlist, is_own_origin
+from .links import absolute, statement_url
+from .resources import EMBED_SITE_DIR, STATIC_DIR
+from .statements import Statement
+from .validation import COUNTRY_CODES, MAX_NAME, EndorsementInput, validate_endorsement
 
 bp = Blueprint("embed", __name__, static_folder=str(STATIC_DIR), static_url_path="/static")
 
 # Views that record an endorsement: rate limited together with the JSON API.
-RATE_LIMITED_ENDPOINTS: list[str] = []
+RATE_LIMITED_ENDPOINTS: list[str] = ["embed.endorse_form"]
+
+LAYOUTS = ("full", "compact", "counter")
+THEMES = ("auto", "light", "dark")
+ONE_YEAR = 365 * 24 * 3600
+FORM_TOKEN_MAX_AGE = 6 * 3600
+FORM_SALT = "undersign.endorse-form"  # namespaces the signature, not a secret
+SELF_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; form-action 'self'; base-uri 'none'"
+)
+DEMO_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; frame-src 'self'; "
+    "img-src 'self' data:; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+DEMO_FILES = {".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
+SORTED_COUNTRIES = " ".join(sorted(COUNTRY_CODES))
+# Messages the browser script needs; the rest is rendered by the templates.
+SCRIPT_KEYS = (
+    "count",
+    "progress",
+    "goal",
+    "sending",
+    "endorse",
+    "thanks",
+    "duplicate",
+    "copied",
+    "code_copied",
+    "someone",
+    "someone_from",
+    "err_name",
+    "err_name_long",
+    "err_name_chars",
+    "err_email",
+    "err_email_bad",
+    "err_country",
+    "err_consent",
+    "err_fix",
+    "err_rate",
+    "err_busy",
+    "err_closed",
+    "err_network",
+)
+
+
+# -- assets -----------------------------------------------------------------------------
+
+
+@cache
+def asset_digest(filename: str) -> str:
+    """A short content hash of ``static/<filename>`` (cached per process)."""
+    path = (STATIC_DIR / filename).resolve()
+    if STATIC_DIR.resolve() not in path.parents or not path.is_file():
+        return ""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def asset_url(filename: str) -> str:
+    """The fingerprinted URL of a static file: cacheable for a year."""
+    return url_for("embed.static", filename=filename, v=asset_digest(filename))
+
+
+@bp.context_processor
+def template_helpers() -> dict[str, Any]:
+    return {"asset": asset_url}
+
+
+@bp.after_request
+def security_headers(response: Response) -> Response:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if request.endpoint in ("embed.static", "embed.loader"):
+        response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+        filename = (request.view_args or {}).get("filename", "")
+        version = request.args.get("v")
+        if request.endpoint == "embed.static" and version and version == asset_digest(filename):
+            response.headers["Cache-Control"] = f"public, max-age={ONE_YEAR}, immutable"
+        else:
+            response.headers["Cache-Control"] = "no-cache"
+    else:
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def send_static(folder: Any, filename: str, mimetype: str | None = None) -> Response:
+    response = _send_from_directory(folder, filename, mimetype=mimetype, etag=True, max_age=None)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@bp.get("/embed.js")
+def loader() -> Response:
+    return send_static(STATIC_DIR, "embed.js", "text/javascript")
+
+
+# -- language ---------------------------------------------------------------------------
+
+
+def pick_language(requested: str | None) -> Catalog:
+    """``requested`` (a tag or a comma list), then Accept-Language, then English."""
+    lang = match_language((requested or "").split(","))
+    if lang is None:
+        best = request.accept_languages.best_match(list(catalogs()))
+        lang = best or match_language(v for v, _ in request.accept_languages) or "en"
+    return get_catalog(lang)
+
+
+def language_links(t: Catalog, path: str) -> list[dict[str, Any]]:
+    return [
+        {"lang": c.lang, "name": c.name, "url": f"{path}?lang={c.lang}", "current": c is t}
+        for c in catalogs().values()
+    ]
+
+
+def page_context(statement: Statement, t: Catalog) -> dict[str, Any]:
+    text = statement.text(t.lang)
+    count, closed = get_store().count_and_closed(statement.id)
+    shown = min(count, statement.goal)
+    return {
+        "t": t,
+        "statement": statement,
+        "text": text,
+        "translated": text.lang.split("-")[0] == t.lang.split("-")[0],
+        "count": count,
+        "count_text": t.number(count),
+        "count_label": t.plural("count", count),
+        "goal": statement.goal,
+        "goal_text": t("goal", goal=t.number(statement.goal)),
+        "progress_value": shown,
+        "progress_text": t("progress", percent=t.percent(count / statement.goal)),
+        "open": statement.scheduled_open() and not closed,
+        "url": statement_url(statement.id),
+        "api": url_for("api.show_statement", statement_id=statement.id),
+        "script_messages": json.dumps(t.subset(SCRIPT_KEYS), ensure_ascii=False),
+        "countries": SORTED_COUNTRIES,
+    }
+
+
+def html_response(html: str, status: int, policy: str) -> Response:
+    response = Response(html, status=status, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = policy
+    return response
+
+
+# -- the widget page ----------------------------------------------------------------------
+
+
+@bp.get("/embed/<statement_id>")
+def widget(statement_id: str) -> Response:
+    statement = get_statement(statement_id)
+    t = pick_language(request.args.get("lang"))
+    layout = request.args.get("layout", "full")
+    theme = request.args.get("theme", "auto")
+    context = page_context(statement, t)
+    html = render_template(
+        "embed/widget.html",
+        layout=layout if layout in LAYOUTS else "full",
+        theme=theme if theme in THEMES else "auto",
+        host_origin=request.args.get("origin", "")[:300],
+        frame_title=t("frame_title", title=context["text"].title),
+        **context,
+    )
+    policy = f"{SELF_POLICY}; frame-ancestors {get_allowlist().frame_ancestors()}"
+    response = html_response(html, 200, policy)
+    response.headers["Cache-Control"] = "public, max-age=10"
+    response.headers["Vary"] = "Accept-Language"
+    return response
+
+
+# -- the hosted statement page ------------------------------------------------------------
+
+
+def form_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=FORM_SALT)
+
+
+def form_token(statement_id: str) -> str:
+    return str(form_serializer().dumps({"s": statement_id, "n": secrets.token_urlsafe(6)}))
+
+
+def form_token_ok(token: str, statement_id: str) -> bool:
+    try:
+        data = form_serializer().loads(token, max_age=FORM_TOKEN_MAX_AGE)
+    except BadSignature:  # SignatureExpired is a BadSignature too
+        return False
+    return isinstance(data, dict) and data.get("s") == statement_id
+
+
+def field_errors(body: dict[str, Any], errors: dict[str, str]) -> dict[str, str]:
+    """The server's field errors as catalog keys (the same rules the script applies)."""
+    keys: dict[str, str] = {}
+    for field in errors:
+        if field == "name":
+            name = str(body.get("name") or "").strip()
+            keys[field] = (
+                "err_name"
+                if not name
+                else "err_name_long"
+                if len(name) > MAX_NAME
+                else "err_name_chars"
+            )
+        elif field == "email":
+            email = str(body.get("email") or "").strip()
+            keys[field] = "err_email" if not email else "err_email_bad"
+        elif field in ("country", "consent"):
+            keys[field] = f"err_{field}"
+        else:
+            keys["form"] = "err_fix"
+    return keys
+
+
+def render_statement_page(
+    statement: Statement,
+    t: Catalog,
+    *,
+    status: int = 200,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    message: str = "",
+) -> Response:
+    context = page_context(statement, t)
+    recent = [public_endorser(e) for e in get_store().recent(statement.id, RECENT_LIMIT)]
+    path = url_for("embed.statement_page", statement_id=statement.id)
+    snippet = (
+        f'<script src="{absolute("/embed.js")}" data-statement="{statement.id}" async></script>'
+    )
+    html = render_template(
+        "pages/statement.html",
+        recent=recent,
+        country_name=t.country,
+        country_options=t.countries(COUNTRY_CODES),
+        token=form_token(statement.id),
+        values=values or {},
+        errors=errors or {},
+        message=message,
+        snippet=snippet,
+        languages=language_links(t, path),
+        action=path,
+        **context,
+    )
+    response = html_response(html, status, f"{SELF_POLICY}; frame-ancestors 'none'")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Vary"] = "Accept-Language"
+    return response
+
+
+@bp.get("/s/<statement_id>")
+def statement_page(statement_id: str) -> Response:
+    statement = get_statement(statement_id)
+    return render_statement_page(statement, pick_language(request.args.get("lang")))
+
+
+@bp.post("/s/<statement_id>")
+def endorse_form(statement_id: str) -> Response:
+    """The no-JavaScript endorsement: same rules and store as the JSON API."""
+    statement = get_statement(statement_id)
+    t = pick_language(request.form.get("lang"))
+    origin = request.headers.get("Origin")
+    if origin is not None and not is_own_origin(origin):
+        raise Problem(
+            403, "cross-site-form", "Cross-site form", "This form can only be sent from its page."
+        )
+    form = request.form
+    body: dict[str, Any] = {
+        "name": form.get("name", ""),
+        "email": form.get("email", ""),
+        "country": form.get("country", ""),
+        "consent": form.get("consent") == "1",
+        "public": form.get("public") == "1",
+    }
+    values = {k: body[k] for k in ("name", "email", "country", "public", "consent")}
+    if not form_token_ok(form.get("token", ""), statement.id):
+        return render_statement_page(
+            statement, t, status=400, values=values, message=t("err_expired")
+        )
+    data = validate_endorsement(body)
+    if not isinstance(data, EndorsementInput):
+        return render_statement_page(
+            statement,
+            t,
+            status=422,
+            values=values,
+            errors=field_errors(body, data),
+            message=t("err_fix"),
+        )
+    try:
+        result = record_endorsement(statement, data)
+    except Problem as problem:
+        if problem.code != 409:
+            raise
+        return render_statement_page(
+            statement, t, status=409, values=values, message=t("err_closed")
+        )
+    except RedisError:
+        return render_statement_page(statement, t, status=503, values=values, message=t("err_busy"))
+    context = page_context(statement, t)
+    context.update(count=result.count, count_text=t.number(result.count))
+    context["count_label"] = t.plural("count", result.count)
+    html = render_template(
+        "pages/result.html",
+        duplicate=result.status == "duplicate",
+        back=url_for("embed.statement_page", statement_id=statement.id, lang=t.lang),
+        **context,
+    )
+    response = html_response(html, 200, f"{SELF_POLICY}; frame-ancestors 'none'")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.errorhandler(RateLimitExceeded)
+def rate_limited(exc: RateLimitExceeded) -> Response:
+    fallback = handle_rate_limit(exc)
+    if request.endpoint != "embed.endorse_form" or request.view_args is None:
+        return fallback
+    statement = get_registry().get(str(request.view_args.get("statement_id")))
+    if statement is None:
+        return fallback
+    t = pick_language(request.form.get("lang"))
+    response = render_statement_page(statement, t, status=429, message=t("err_rate"))
+    retry_after = fallback.headers.get("Retry-After")
+    if retry_after:
+        response.headers["Retry-After"] = retry_after
+    return response
+
+
+# -- landing page and demo ----------------------------------------------------------------
 
 
 @bp.get("/")
 def index() -> Response:
-    return redirect("/demo")
+    t = pick_language(request.args.get("lang"))
+    registry = get_registry()
+    counts = get_store().counts(registry.ids())
+    items = [
+        {
+            "id": s.id,
+            "title": s.text(t.lang).title,
+            "excerpt": s.text(t.lang).excerpt,
+            "count": t.number(counts[s.id]),
+            "count_label": t.plural("count", counts[s.id]),
+            "url": url_for("embed.statement_page", statement_id=s.id),
+        }
+        for s in registry
+    ]
+    html = render_template("pages/index.html", t=t, items=items, languages=language_links(t, "/"))
+    response = html_response(html, 200, f"{SELF_POLICY}; frame-ancestors 'none'")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@bp.get("/demo")
+def demo() -> Response:
+    response = send_static(EMBED_SITE_DIR, "demo.html", "text/html")
+    response.headers["Content-Security-Policy"] = DEMO_POLICY
+    return response
+
+
+@bp.get("/demo/<path:filename>")
+def demo_file(filename: str) -> Response:
+    suffix = "." + filename.rsplit(".", 1)[-1] if "." in filename else ""
+    if suffix not in DEMO_FILES:
+        abort(404)
+    return send_static(EMBED_SITE_DIR, filename, DEMO_FILES[suffix])

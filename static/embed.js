@@ -1,0 +1,60 @@
+/* Undersign loader (embed/README.md). No style element, no inline script: CSSOM only. */
+(function (w, d) {
+  'use strict';
+  var me = d.currentScript;
+  if (!me || !me.src) return;
+  var O = new URL(me.src).origin, K = 'undersign:' + O, api = w[K];
+  if (!api) {
+    var seen = new WeakSet(), frames = [];
+    var T = { ru: 'Поддержать заявление', kk: 'Мәлімдемені қолдау', de: 'Erklärung unterstützen', fr: 'Soutenir la déclaration' };
+    var css = function (f, p) {
+      for (var k in p) f.style.setProperty(k, p[k], 'important');
+    };
+    var mount = function (el, after) {
+      var o = el.dataset, id = o.statement || o.endorseStatement;
+      if (!id || seen.has(el)) return;
+      seen.add(el);
+      var n = navigator, lang = o.lang || (n.languages || [n.language]).join(',');
+      var lay = o.layout || 'full', c = lay == 'counter', f = d.createElement('iframe');
+      f.src = O + '/embed/' + encodeURIComponent(id) + '?' + new URLSearchParams({
+        lang: lang, theme: o.theme || 'auto', layout: lay, origin: location.origin
+      });
+      f.title = T[lang.slice(0, 2).toLowerCase()] || 'Endorse the statement';
+      f.loading = 'lazy';
+      f.referrerPolicy = 'no-referrer';
+      f.allow = 'clipboard-write; web-share';
+      css(f, {
+        display: 'block', border: 0, margin: 0, padding: 0, overflow: 'hidden', 'min-width': 0,
+        width: c ? '240px' : '100%', 'max-width': c ? '100%' : '640px',
+        height: c ? '44px' : lay == 'compact' ? '170px' : '620px',
+        'border-radius': c ? '99px' : '14px', 'color-scheme': 'normal', background: 'none'
+      });
+      frames.push(f);
+      f.addEventListener('load', function () {
+        f.contentWindow.postMessage({ ns: 'undersign', type: 'hello' }, O);
+      });
+      after ? el.parentNode.insertBefore(f, el.nextSibling) : el.appendChild(f);
+    };
+    w.addEventListener('message', function (e) {
+      var m = e.data;
+      if (e.origin !== O || !m || m.ns !== 'undersign') return;
+      frames.forEach(function (f) {
+        if (f.contentWindow !== e.source) return;
+        if (m.type == 'size') {
+          css(f, { height: Math.min(Math.max(m.h | 0, 24), 4000) + 'px' });
+          if (m.w > 0) css(f, { width: Math.min(m.w | 0, 2000) + 'px' });
+        }
+        if (typeof m.title == 'string') f.title = m.title.slice(0, 300);
+      });
+    });
+    var scan = function () {
+      d.querySelectorAll('[data-endorse-statement]').forEach(function (el) { mount(el); });
+    };
+    api = w[K] = { mount: mount, scan: scan };
+    new MutationObserver(function (l) {
+      l.some(function (r) { return r.addedNodes.length; }) && scan();
+    }).observe(d.documentElement, { childList: true, subtree: true });
+  }
+  if (me.dataset.statement) api.mount(me, 1);
+  d.readyState == 'loading' ? d.addEventListener('DOMContentLoaded', api.scan) : api.scan();
+})(window, document);

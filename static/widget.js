@@ -1,0 +1,291 @@
+/* Undersign widget: the iframe's behaviour, also used by the hosted page /s/<id>.
+   Reads its data from #w's data-* attributes; inserts text with textContent only. */
+(function () {
+  'use strict';
+  var d = document, w = window, root = d.getElementById('w');
+  if (!root) return;
+  var ds = root.dataset, M = JSON.parse(ds.i18n || '{}'), lang = d.documentElement.lang || 'en';
+  var api = ds.api, framed = w.parent !== w, layout = ds.layout;
+  var ao = location.ancestorOrigins, host = framed ? (ao && ao.length ? ao[0] : ds.origin || '') : '';
+  var $ = function (id) { return d.getElementById(id); };
+  var num = root.querySelector('[data-count]'), count = num ? +num.dataset.count : 0;
+
+  function fill(s, v) {
+    return String(s).replace(/\{(\w+)\}/g, function (m, k) { return v && k in v ? v[k] : m; });
+  }
+  function t(k, v) { var s = M[k]; return fill(s == null ? k : typeof s == 'string' ? s : s.other, v); }
+  function plural(k, n) {
+    var s = M[k];
+    if (!s || typeof s == 'string') return t(k);
+    var f = 'other';
+    try { f = new Intl.PluralRules(lang).select(n); } catch (e) { /* old browser */ }
+    return s[f] || s.other;
+  }
+  function fmt(n, o) {
+    try { return new Intl.NumberFormat(lang, o).format(n); } catch (e) { return String(n); }
+  }
+  function text(el, s) { if (el) el.textContent = s; }
+
+  /* -- the count ------------------------------------------------------------------- */
+  function setCount(n) {
+    n = +n;
+    if (!num || !(n >= 0) || n === count) return;
+    var up = n > count, goal = +ds.goal || 1;
+    count = n;
+    num.dataset.count = String(n);
+    text(num, fmt(n));
+    text($('count-label'), plural('count', n));
+    var bar = root.querySelector('progress');
+    if (bar) bar.value = Math.min(n, goal);
+    text(root.querySelector('[data-progress]'), t('progress', { percent: fmt(n / goal, { style: 'percent' }) }));
+    if (up) {
+      num.classList.remove('bump');
+      void num.offsetWidth;
+      num.classList.add('bump');
+      later(loadRecent, 800);
+    }
+  }
+
+  var es = null, timer = 0, etag = '', noStream = !w.EventSource;
+  function poll() {
+    var h = etag ? { 'If-None-Match': etag } : {};
+    fetch(api + '/count', { headers: h, cache: 'no-store' }).then(function (r) {
+      if (r.status != 200) return;
+      etag = r.headers.get('ETag') || '';
+      return r.json().then(function (b) { setCount(b.count); });
+    }).catch(function () { /* offline: try again at the next tick */ });
+  }
+  function polling(on) {
+    clearInterval(timer);
+    timer = 0;
+    if (on) { poll(); timer = setInterval(poll, 5000); }
+  }
+  function stop() {
+    if (es) { es.close(); es = null; }
+    polling(false);
+  }
+  function start() {
+    stop();
+    if (noStream) return polling(true);
+    es = new EventSource(api + '/events');
+    es.addEventListener('count', function (e) {
+      try { setCount(JSON.parse(e.data).count); } catch (x) { /* ignore a bad event */ }
+    });
+    es.onopen = function () { polling(false); };
+    es.onerror = function () {
+      if (es && es.readyState == 2) { noStream = true; stop(); polling(true); } else if (!timer) polling(true);
+    };
+  }
+  if (num) {
+    d.addEventListener('visibilitychange', function () { d.hidden ? stop() : start(); });
+    if (!d.hidden) start();
+  }
+
+  /* -- recent endorsers -------------------------------------------------------------- */
+  var regions = null;
+  try { regions = new Intl.DisplayNames([lang], { type: 'region' }); } catch (e) { /* codes */ }
+  function country(c) {
+    try { return (regions && c && regions.of(c)) || c || ''; } catch (e) { return c || ''; }
+  }
+  function ago(iso) {
+    var s = (Date.parse(iso) - Date.now()) / 1000, u = [[60, 'second'], [60, 'minute'], [24, 'hour'], [365, 'day'], [1e9, 'year']];
+    try {
+      var rtf = new Intl.RelativeTimeFormat(lang, { numeric: 'auto' });
+      for (var i = 0; i < u.length; i++) {
+        if (Math.abs(s) < u[i][0]) return rtf.format(Math.round(s), u[i][1]);
+        s /= u[i][0];
+      }
+    } catch (e) { /* fall through */ }
+    return String(iso).slice(0, 10);
+  }
+  var pending = 0;
+  function later(fn, ms) { clearTimeout(pending); pending = setTimeout(fn, ms); }
+  function loadRecent() {
+    var box = $('recent'), list = $('recent-list');
+    if (!box || !list) return;
+    fetch(api + '/recent', { cache: 'no-store' }).then(function (r) { return r.ok ? r.json() : null; }).then(function (b) {
+      if (!b || !b.recent) return;
+      list.textContent = '';
+      b.recent.forEach(function (e) {
+        var li = d.createElement('li'), who = d.createElement('span'), tm = d.createElement('time');
+        var c = country(e.country);
+        who.className = 'who';
+        who.textContent = e.name ? (c ? e.name + ', ' + c : e.name) : c ? t('someone_from', { country: c }) : t('someone');
+        tm.dateTime = e.time;
+        tm.textContent = ago(e.time);
+        li.appendChild(who);
+        li.appendChild(d.createTextNode(' '));
+        li.appendChild(tm);
+        list.appendChild(li);
+      });
+      box.hidden = !b.recent.length;
+      size();
+    }).catch(function () { /* keep what is shown */ });
+  }
+  loadRecent();
+
+  /* -- the form ------------------------------------------------------------------------ */
+  var form = $('f'), sel = $('f-country'), codes = (ds.countries || '').split(' ').filter(Boolean);
+  if (sel && sel.options.length < 2 && codes.length) {
+    var opts = codes.map(function (c) { return [c, country(c)]; }), coll;
+    try { coll = new Intl.Collator(lang); } catch (e) { coll = { compare: function (a, b) { return a < b ? -1 : a > b ? 1 : 0; } }; }
+    opts.sort(function (a, b) { return coll.compare(a[1], b[1]); });
+    opts.forEach(function (o) { sel.appendChild(new Option(o[1], o[0])); });
+  }
+  var BAD = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\u2028\u2029]/;
+  var EMAIL = /^[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+$/;
+  function check(v) {
+    var e = {}, name = v.name.trim(), email = v.email.trim();
+    if (!name) e.name = 'err_name';
+    else if (Array.from(name).length > 200) e.name = 'err_name_long';
+    else if (BAD.test(v.name)) e.name = 'err_name_chars';
+    if (!email) e.email = 'err_email';
+    else if (email.length > 254 || BAD.test(v.email) || !EMAIL.test(email)) e.email = 'err_email_bad';
+    if (v.country && codes.length && codes.indexOf(v.country) < 0) e.country = 'err_country';
+    if (!v.consent) e.consent = 'err_consent';
+    return e;
+  }
+  var FIELDS = ['name', 'email', 'country', 'consent'];
+  function showErrors(errs, messages) {
+    var first = null;
+    FIELDS.forEach(function (f) {
+      var input = $('f-' + f), box = $('f-' + f + '-err'), msg = errs[f];
+      if (!input || !box) return;
+      if (msg) {
+        input.setAttribute('aria-invalid', 'true');
+        box.textContent = messages ? msg : t(msg);
+        first = first || input;
+      } else {
+        input.removeAttribute('aria-invalid');
+      }
+      box.hidden = !msg;
+    });
+    if (first) first.focus();
+    return first;
+  }
+  function status(msg) {
+    var el = $('f-status');
+    if (!el) return;
+    el.textContent = msg || '';
+    el.hidden = !msg;
+    size();
+  }
+  function busy(on) {
+    var b = $('f-submit');
+    if (!b) return;
+    b.disabled = on;
+    text(b, on ? t('sending') : t('endorse'));
+  }
+  function done(kind, n) {
+    setCount(n);
+    form.hidden = true;
+    var panel = $('done');
+    text($('done-msg'), t(kind == 'duplicate' ? 'duplicate' : 'thanks'));
+    if (panel) {
+      panel.hidden = false;
+      panel.classList.toggle('dup', kind == 'duplicate');
+      panel.focus();
+    }
+    var open = $('open');
+    if (open) open.hidden = true;
+    size();
+  }
+  var SERVER_KEYS = { name: 1, email: 1, country: 1, consent: 1 };
+  if (form) {
+    form.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      var v = {
+        name: form.elements.name.value, email: form.elements.email.value,
+        country: sel ? sel.value : '', consent: $('f-consent').checked, public: $('f-public').checked
+      };
+      var errs = check(v);
+      if (showErrors(errs)) { status(t('err_fix')); return; }
+      status('');
+      busy(true);
+      var body = { name: v.name, email: v.email, country: v.country, consent: true, public: v.public };
+      if (host) body.source = host;
+      fetch(api + '/endorsements', {
+        method: 'POST', cache: 'no-store', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body)
+      }).then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (b) {
+          busy(false);
+          if (r.ok) return done(b.status, b.count);
+          if (r.status == 422 && b.errors) {
+            var mine = check(v), local = {}, other = [];
+            Object.keys(b.errors).forEach(function (f) {
+              if (SERVER_KEYS[f]) local[f] = mine[f] ? t(mine[f]) : b.errors[f];
+              else other.push(b.errors[f]);
+            });
+            showErrors(local, true);
+            return status(other.length ? other.join(' ') : t('err_fix'));
+          }
+          status(r.status == 429 ? t('err_rate') : r.status == 503 ? t('err_busy') : r.status == 409 ? t('err_closed') : b.detail || t('err_network'));
+        });
+      }).catch(function () { busy(false); status(t('err_network')); });
+    });
+    form.addEventListener('input', function (ev) {
+      var f = ev.target && ev.target.name, box = f && $('f-' + f + '-err');
+      if (box && !box.hidden && !check({
+        name: form.elements.name.value, email: form.elements.email.value,
+        country: sel ? sel.value : '', consent: $('f-consent').checked
+      })[f]) {
+        box.hidden = true;
+        ev.target.removeAttribute('aria-invalid');
+        size();
+      }
+    });
+  }
+  var opener = $('open');
+  if (opener && form) {
+    opener.addEventListener('click', function () {
+      var show = form.hidden;
+      form.hidden = !show;
+      opener.setAttribute('aria-expanded', String(show));
+      size();
+      if (show) $('f-name').focus();
+    });
+  }
+
+  /* -- sharing --------------------------------------------------------------------------- */
+  function copy(value, input, note, msg) {
+    function ok() { text(note, msg); }
+    function fallback() {
+      if (input) { input.select(); try { if (d.execCommand('copy')) ok(); } catch (e) { /* selected */ } }
+    }
+    if (navigator.clipboard && navigator.clipboard.writeText) navigator.clipboard.writeText(value).then(ok, fallback);
+    else fallback();
+  }
+  var cp = $('copy'), sh = $('share');
+  if (cp) cp.addEventListener('click', function () { copy(ds.url, $('share-url'), $('copied'), t('copied')); });
+  if (sh && navigator.share) {
+    sh.hidden = false;
+    sh.addEventListener('click', function () {
+      navigator.share({ title: d.title, url: ds.url }).catch(function () { /* dismissed */ });
+    });
+  }
+  var cs = $('copy-snippet');
+  if (cs) {
+    cs.hidden = false;
+    cs.addEventListener('click', function () { copy($('snippet').textContent, null, $('snippet-copied'), t('code_copied')); });
+  }
+
+  /* -- size and title for the host page ------------------------------------------------- */
+  function size() {
+    if (!host) return;
+    var badge = layout == 'counter' && root.querySelector('.badge');
+    var h = Math.ceil(d.documentElement.getBoundingClientRect().height);
+    var msg = { ns: 'undersign', type: 'size', h: h, title: d.title };
+    if (badge) {
+      msg.w = Math.ceil(badge.getBoundingClientRect().width);
+      msg.h = Math.ceil(badge.getBoundingClientRect().height);
+    }
+    try { w.parent.postMessage(msg, host); } catch (e) { /* host origin unknown */ }
+  }
+  if (framed && host) {
+    if (w.ResizeObserver) new ResizeObserver(size).observe(d.documentElement);
+    w.addEventListener('message', function (e) {
+      if (e.source === w.parent && e.origin === host && e.data && e.data.ns == 'undersign' && e.data.type == 'hello') size();
+    });
+    size();
+  }
+})();
