@@ -126,7 +126,7 @@ def security_headers(response: Response) -> Response:
         else:
             response.headers["Cache-Control"] = "no-cache"
     else:
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
 
 

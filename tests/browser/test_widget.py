@@ -1,0 +1,196 @@
+"""Issue 3's acceptance list, in Debian's Chromium through Playwright, against gunicorn."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+from axe_playwright_python.sync_playwright import Axe
+from conftest import STATEMENT
+
+from .browser_helpers import api_count, endorse_via_api, widget_frame
+
+pytestmark = [pytest.mark.browser, pytest.mark.server]
+
+
+def fill_form(frame, name: str, email: str, country: str = "KZ") -> None:
+    frame.fill("#f-name", name)
+    frame.fill("#f-email", email)
+    if country:
+        frame.select_option("#f-country", country)
+    frame.check("#f-consent")
+
+
+def test_hostile_host_page_endorse(new_page, host_site, service, console, redis_client):
+    url = host_site.page(
+        "hostile",
+        "<h1>Ally news</h1><div><p>Our partners' statement:</p>" + host_site.snippet() + "</div>",
+        head='<link rel="stylesheet" href="/hostile.css">',
+    )
+    endorse_via_api(service, name="Earlier Person", email="earlier@example.org")
+    page = new_page()
+    page.goto(url)
+    frame = widget_frame(page)
+    before = api_count(service)
+    assert before == 1
+    assert frame.get_attribute("[data-count]", "data-count") == "1"
+    # The loader's sizes win over the hostile stylesheet, and follow the content.
+    page.wait_for_function("document.querySelector('iframe').getBoundingClientRect().height > 400")
+    box = page.query_selector("iframe").bounding_box()
+    assert box and box["width"] > 280
+    assert frame.locator("html").get_attribute("lang") == "en"
+
+    fill_form(frame, "Aliya Nurlanovna", "aliya@example.org")
+    frame.click("#f-submit")
+    frame.wait_for_selector('[data-count="2"]')
+    assert api_count(service) == before + 1
+    assert frame.is_visible("#done")
+    assert "Your endorsement has been counted." in frame.inner_text("#done")
+    # The widget told the API which allied site the endorsement came through.
+    assert redis_client.hget(f"us:{{{STATEMENT}}}:by_source", host_site.origin) == b"1"
+    page.wait_for_timeout(300)
+    assert console.problems(service.url) == []
+
+
+def test_elements_added_later_get_one_iframe_each(new_page, host_site, service, console):
+    host_site.file(
+        "spa.js",
+        """
+        setTimeout(function () {
+          var a = document.createElement('div');
+          a.setAttribute('data-endorse-statement', 'ID');
+          a.setAttribute('data-layout', 'compact');
+          var b = document.createElement('section');
+          b.innerHTML = '<div data-endorse-statement="ID" data-lang="ru"'
+            + ' data-layout="compact"></div>';
+          document.body.appendChild(a);
+          document.body.appendChild(b);
+          document.body.setAttribute('data-added', '1');
+        }, 300);
+        """.replace("ID", STATEMENT),
+    )
+    loader = f'<script src="{service.url}/embed.js" async></script>'
+    url = host_site.page("spa", loader + loader + '<script src="/spa.js"></script>')
+    page = new_page(locale="en-US")
+    page.goto(url)
+    page.wait_for_selector("body[data-added]")
+    page.wait_for_function("document.querySelectorAll('iframe').length == 2")
+    page.wait_for_timeout(300)
+    assert page.eval_on_selector_all("iframe", "l => l.length") == 2  # loaded twice: no double
+    first, second = widget_frame(page, 0), widget_frame(page, 1)
+    assert first.locator("html").get_attribute("lang") == "en"
+    assert second.locator("html").get_attribute("lang") == "ru"
+    assert second.inner_text("#open") == "Поддержать"
+    page.wait_for_function("document.querySelectorAll('iframe')[1].title.startsWith('Поддержать')")
+    assert console.problems(service.url) == []
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_axe_finds_no_serious_violation(new_page, host_site, service, theme):
+    endorse_via_api(service, name="Dana Example", email="dana@example.org", country="DE")
+    endorse_via_api(service, name="Quiet", email="quiet@example.org", public=True, country="KZ")
+    url = host_site.page(f"axe-{theme}", host_site.snippet(**{"data-theme": theme}))
+    page = new_page()
+    page.goto(url)
+    frame = widget_frame(page)
+    frame.wait_for_selector("#recent-list li")
+    axe = Axe()
+    states = {"initial": None, "errors": "#f-submit"}
+    for state, click in states.items():
+        if click:
+            frame.click(click)
+            frame.wait_for_selector("#f-name-err:not([hidden])")
+        results = axe.run(frame)
+        bad = [
+            f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
+            for v in results.response["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        assert bad == [], f"{theme}/{state}: {bad}"
+
+
+def test_keyboard_only_endorsement(new_page, host_site, service):
+    url = host_site.page("keyboard", "<p>Before the widget.</p>" + host_site.snippet())
+    page = new_page()
+    page.goto(url)
+    frame = widget_frame(page)
+    active = "document.activeElement && document.activeElement.id"
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        if frame.evaluate(active) == "f-name":
+            break
+    assert frame.evaluate(active) == "f-name"
+    outline = frame.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"  # visible focus
+    page.keyboard.type("Timur Keyboard")
+    page.keyboard.press("Tab")
+    page.keyboard.type("timur@example.org")
+    page.keyboard.press("Tab")
+    assert frame.evaluate(active) == "f-country"
+    page.keyboard.press("Tab")
+    assert frame.evaluate(active) == "f-public"
+    page.keyboard.press("Space")
+    page.keyboard.press("Tab")
+    assert frame.evaluate(active) == "f-consent"
+    page.keyboard.press("Space")
+    assert frame.is_checked("#f-consent") and frame.is_checked("#f-public")
+    page.keyboard.press("Tab")
+    assert frame.evaluate(active) == "f-submit"
+    page.keyboard.press("Enter")
+    frame.wait_for_selector('[data-count="1"]')
+    assert frame.evaluate(active) == "done"  # focus follows to the thank-you
+    assert api_count(service) == 1
+
+
+def test_hostile_name_is_text_everywhere(new_page, host_site, service, console):
+    name = "<img/src=x/onerror=window.top.pwned=1;document.title='pwned'>"
+    endorse_via_api(service, name=name, email="x@example.org", country="KZ", public=True)
+    url = host_site.page("xss", host_site.snippet())
+    page = new_page()
+    page.goto(url)
+    frame = widget_frame(page)
+    frame.wait_for_selector("#recent-list li")
+    assert frame.inner_text("#recent-list li .who") == f"{name}, Kazakhstan"
+    assert frame.locator("#recent-list img").count() == 0
+    assert frame.evaluate("window.pwned") is None
+    assert frame.evaluate("document.title") != "pwned"
+
+    page.goto(f"{service.url}/s/{STATEMENT}?lang=en")
+    assert page.inner_text("#recent-list li .who") == f"{name}, Kazakhstan"
+    assert page.locator("img").count() == 0
+    assert page.evaluate("window.pwned") is None
+    assert page.title() != "pwned"
+
+
+def test_no_js_form_works_without_javascript(new_page, service):
+    page = new_page(java_script_enabled=False)
+    page.goto(f"{service.url}/s/{STATEMENT}?lang=ru")
+    assert page.locator("#f-country option[value=KZ]").inner_text() == "Казахстан"
+    page.click("#f-submit")  # empty: the server answers with errors beside the fields
+    assert page.inner_text("#f-name-err") == "Введите своё имя."
+    assert page.inner_text("#f-consent-err") == "Отметьте согласие, чтобы продолжить."
+    page.fill("#f-name", "Ержан")
+    page.fill("#f-email", "erzhan@example.org")
+    page.select_option("#f-country", "KZ")
+    page.check("#f-consent")
+    page.click("#f-submit")
+    assert "Ваш голос учтён." in page.inner_text("main")
+    assert page.get_attribute("[data-count]", "data-count") == "1"
+    assert api_count(service) == 1
+
+
+def test_not_allowlisted_origin_cannot_frame_the_widget(new_page, host_site, service, console):
+    host_site.page("foreign", host_site.snippet())
+    page = new_page()
+    page.goto(f"{host_site.foreign_origin}/foreign.html")  # same files, another origin
+    page.wait_for_selector("iframe", state="attached")
+    page.wait_for_timeout(1500)
+    for frame in page.frames[1:]:
+        loaded = frame.evaluate("!!document.getElementById('w')") if frame.url else False
+        assert not loaded, frame.url
+    assert any("frame-ancestors" in m for m in console.messages), console.messages
+    policy = requests.get(f"{service.url}/embed/{STATEMENT}", timeout=5).headers[
+        "Content-Security-Policy"
+    ]
+    assert re.search(rf"frame-ancestors 'self' {re.escape(host_site.origin)}$", policy)

@@ -1,0 +1,371 @@
+"""The embed blueprint over HTTP (no browser): headers, budgets, languages, the no-JS form."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import ALLY, STATEMENT
+
+from widget.i18n import CATALOG_DIR, catalogs
+
+ROOT = Path(__file__).resolve().parent.parent
+LOADER_BUDGET = 1536  # bytes, gzipped
+IFRAME_BUDGET = 12 * 1024  # HTML + CSS + JS, gzipped
+CLDR_FORMS = {"zero", "one", "two", "few", "many", "other"}
+
+
+def gz(data: bytes) -> int:
+    return len(gzip.compress(data, compresslevel=9))
+
+
+def assets_of(html: str) -> list[str]:
+    return re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+
+
+# -- budgets --------------------------------------------------------------------------------
+
+
+def test_loader_is_within_budget(client):
+    body = client.get("/embed.js").data
+    assert body == (ROOT / "static" / "embed.js").read_bytes()
+    assert gz(body) <= LOADER_BUDGET, f"embed.js is {gz(body)} bytes gzipped"
+
+
+@pytest.mark.parametrize("layout", ["full", "compact", "counter"])
+@pytest.mark.parametrize("lang", ["en", "ru", "kk", "de", "fr"])
+def test_iframe_payload_is_within_budget(client, lang, layout):
+    response = client.get(f"/embed/{STATEMENT}?lang={lang}&layout={layout}&origin={ALLY}")
+    html = response.get_data(as_text=True)
+    assets = assets_of(html)
+    assert len(assets) == 2  # one stylesheet, one script
+    total = gz(response.data) + sum(gz(client.get(url).data) for url in assets)
+    assert total <= IFRAME_BUDGET, f"iframe payload is {total} bytes gzipped"
+
+
+# -- headers --------------------------------------------------------------------------------
+
+
+def test_loader_headers_revalidate(client):
+    response = client.get("/embed.js")
+    assert response.status_code == 200
+    assert response.mimetype == "text/javascript"
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cross-Origin-Resource-Policy"] == "cross-origin"
+    etag = response.headers["ETag"]
+    again = client.get("/embed.js", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+
+
+def test_fingerprinted_assets_are_immutable(client):
+    html = client.get(f"/embed/{STATEMENT}").get_data(as_text=True)
+    for url in assets_of(html):
+        assert re.search(r"\?v=[0-9a-f]{12}$", url)
+        response = client.get(url)
+        assert response.status_code == 200
+        assert "immutable" in response.headers["Cache-Control"]
+        assert "max-age=31536000" in response.headers["Cache-Control"]
+        assert response.headers["ETag"]
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Cross-Origin-Resource-Policy"] == "cross-origin"
+        stale = client.get(url.split("?")[0] + "?v=000000000000")
+        assert stale.headers["Cache-Control"] == "no-cache"
+
+
+def csp(response) -> dict[str, str]:
+    policy = response.headers["Content-Security-Policy"]
+    return {
+        part.strip().split(" ", 1)[0]: part.strip().split(" ", 1)[1] for part in policy.split(";")
+    }
+
+
+def test_widget_policy_is_strict_and_framable_by_allies(client):
+    response = client.get(f"/embed/{STATEMENT}")
+    policy = csp(response)
+    assert policy["default-src"] == "'none'"
+    assert policy["script-src"] == "'self'"
+    assert policy["style-src"] == "'self'"
+    assert policy["connect-src"] == "'self'"
+    assert policy["img-src"] == "'self' data:"
+    assert policy["form-action"] == "'self'"
+    assert policy["base-uri"] == "'none'"
+    assert policy["frame-ancestors"] == f"'self' {ALLY}"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    ("origins", "expected"),
+    [
+        (
+            "https://a.example, https://b.example:8443",
+            "'self' https://a.example https://b.example:8443",
+        ),
+        ("*", "*"),
+        ("", "'self'"),
+    ],
+)
+def test_frame_ancestors_follow_the_allowlist(make_app, origins, expected):
+    client = make_app(ALLOWED_ORIGINS=origins).test_client()
+    assert csp(client.get(f"/embed/{STATEMENT}"))["frame-ancestors"] == expected
+
+
+@pytest.mark.parametrize("path", [f"/embed/{STATEMENT}", f"/s/{STATEMENT}", "/", "/demo"])
+def test_pages_have_no_inline_script_or_style(client, path):
+    response = client.get(path)
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "inline script"
+    assert "<style" not in html
+    assert not re.search(r"\sstyle=", html), "style attribute"
+    assert not re.search(r"\son[a-z]+=", html), "event handler attribute"
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+
+
+def test_hosted_page_cannot_be_framed(client):
+    assert csp(client.get(f"/s/{STATEMENT}"))["frame-ancestors"] == "'none'"
+
+
+def test_unknown_statement_is_404(client):
+    assert client.get("/embed/nope").status_code == 404
+    assert client.get("/s/nope").status_code == 404
+
+
+# -- the widget page ----------------------------------------------------------------------
+
+
+def widget_html(client, query: str = "", **headers: str) -> str:
+    return client.get(f"/embed/{STATEMENT}?{query}", headers=headers).get_data(as_text=True)
+
+
+def test_widget_shows_title_excerpt_count_goal_and_form(client, redis_client):
+    html = widget_html(client, "lang=en")
+    assert "Dongelek Ystel Civil Society Coalition Statement" in html
+    assert "For 22 years now" in html
+    assert f'href="http://localhost/s/{STATEMENT}"' in html
+    assert re.search(r'aria-live="polite"[^>]*>\s*<span class="num" data-count="0">0</span>', html)
+    assert '<progress class="bar" max="10000" value="0"' in html
+    assert ">Endorse</button>" in html
+    for field in ("f-name", "f-email", "f-country", "f-consent", "f-public"):
+        assert f'id="{field}"' in html
+    assert "This statement is shown in its original language" not in html
+
+
+def test_count_is_formatted_for_the_language(app, client, redis_client):
+    redis_client.set(f"us:{{{STATEMENT}}}:count", 12345)
+    assert 'data-count="12345">12,345<' in widget_html(client, "lang=en")
+    assert 'data-count="12345">12\u00a0345<' in widget_html(client, "lang=ru")
+    assert 'data-count="12345">12.345<' in widget_html(client, "lang=de")
+    assert "человека поддержали" in widget_html(client, "lang=ru")  # 12345 -> few
+    redis_client.set(f"us:{{{STATEMENT}}}:count", 1)
+    assert "человек поддержал<" in widget_html(client, "lang=ru")
+    assert ">endorsement<" in widget_html(client, "lang=en")
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "lang"),
+    [
+        ("lang=ru", {}, "ru"),
+        ("lang=kk-KZ", {}, "kk"),
+        ("lang=xx,fr-CA,en", {}, "fr"),
+        ("", {"Accept-Language": "de-AT,de;q=0.9,en;q=0.5"}, "de"),
+        ("lang=xx", {"Accept-Language": "ru-RU,ru;q=0.9"}, "ru"),
+        ("lang=xx", {"Accept-Language": "ja"}, "en"),
+        ("", {}, "en"),
+    ],
+)
+def test_language_choice(client, query, headers, lang):
+    html = widget_html(client, query, **headers)
+    assert f'<html lang="{lang}"' in html
+
+
+def test_untranslated_statement_says_so(client):
+    html = widget_html(client, "lang=ru")
+    assert "Заявление показано на языке оригинала." in html
+    assert '<p class="excerpt" lang="en">' in html
+    assert ">Поддержать</button>" in html
+
+
+@pytest.mark.parametrize(
+    ("layout", "present", "absent"),
+    [
+        ("full", ['class="excerpt"', 'id="f"', 'id="recent"'], ['class="badge"']),
+        ("compact", ['id="open"', 'id="f"'], ['class="excerpt"', 'class="badge"']),
+        ("counter", ['class="badge"', "data-count="], ['id="f"', 'class="excerpt"']),
+        ("bogus", ['class="excerpt"'], []),
+    ],
+)
+def test_layouts(client, layout, present, absent):
+    html = widget_html(client, f"layout={layout}")
+    for snippet in present:
+        assert snippet in html
+    for snippet in absent:
+        assert snippet not in html
+
+
+def test_theme_is_whitelisted(client):
+    assert 'data-theme="dark"' in widget_html(client, "theme=dark")
+    assert 'data-theme="auto"' in widget_html(client, "theme=%22%3E%3Cscript%3E")
+
+
+def test_query_values_are_escaped(client):
+    html = widget_html(client, "origin=%22%3E%3Cscript%3Ealert(1)%3C/script%3E")
+    assert "<script>alert(1)" not in html
+    assert "&#34;&gt;&lt;script&gt;" in html
+
+
+def test_catalog_is_handed_to_the_script_as_data(client):
+    html = widget_html(client, "lang=kk")
+    raw = re.search(r'data-i18n="([^"]*)"', html)
+    assert raw
+    messages = json.loads(raw.group(1).replace("&#34;", '"').replace("&#39;", "'"))
+    assert messages["thanks"] == "Сіздің қолдауыңыз есепке алынды."
+    assert "err_rate" in messages
+
+
+# -- catalogs -------------------------------------------------------------------------------
+
+
+def placeholders(value: object) -> set[str]:
+    texts = value.values() if isinstance(value, dict) else [value]
+    return {p for text in texts for p in re.findall(r"\{(\w+)\}", str(text))}
+
+
+def test_catalogs_are_complete_and_consistent():
+    english = json.loads((CATALOG_DIR / "en.json").read_text("utf-8"))
+    assert {"en", "ru", "kk", "de", "fr"} <= set(catalogs())
+    for path in CATALOG_DIR.glob("*.json"):
+        messages = json.loads(path.read_text("utf-8"))
+        assert set(messages) == set(english), path.name
+        for key, value in messages.items():
+            assert placeholders(value) == placeholders(english[key]), (path.name, key)
+            if isinstance(value, dict):
+                assert "other" in value and set(value) <= CLDR_FORMS, (path.name, key)
+        assert messages["_dir"] in ("ltr", "rtl")
+
+
+def test_kazakh_is_cyrillic():
+    kk = json.loads((CATALOG_DIR / "kk.json").read_text("utf-8"))
+    assert re.search("[әғқңөұүһі]", kk["privacy"])
+
+
+# -- the hosted page and its no-JS form -----------------------------------------------------
+
+
+def token_of(html: str) -> str:
+    match = re.search(r'name="token" value="([^"]+)"', html)
+    assert match
+    return match.group(1)
+
+
+def post_form(client, token: str, **fields: str):
+    data = {"token": token, "lang": "en", "name": "Aigerim Sultan", "email": "a@example.org"}
+    data.update({"country": "KZ", "consent": "1"})
+    data.update(fields)
+    return client.post(f"/s/{STATEMENT}", data=data, headers={"Origin": "http://localhost"})
+
+
+def test_hosted_page_shows_statement_form_and_snippet(client):
+    html = client.get(f"/s/{STATEMENT}?lang=en").get_data(as_text=True)
+    assert "Nur Otan party" in html  # the full text
+    assert "A statement by Dongelek Ystel Civil Society Coalition" in html
+    assert 'method="post"' in html and f'action="/s/{STATEMENT}"' in html
+    assert '<option value="KZ">Kazakhstan</option>' in html
+    assert "&lt;script src=&#34;http://localhost/embed.js&#34; data-statement=" in html
+    assert 'data-count="0"' in html
+
+
+def test_hosted_page_country_names_are_localized(client):
+    html = client.get(f"/s/{STATEMENT}?lang=kk").get_data(as_text=True)
+    assert '<option value="KZ">Қазақстан</option>' in html
+
+
+def test_no_js_form_counts_then_says_duplicate(client):
+    token = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    first = post_form(client, token)
+    assert first.status_code == 200
+    page = first.get_data(as_text=True)
+    assert "Your endorsement has been counted." in page
+    assert 'data-count="1"' in page
+    assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 1
+    again = post_form(client, token, email=" A@Example.org ")
+    assert "You have already endorsed this statement" in again.get_data(as_text=True)
+    assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 1
+    assert first.headers["Cache-Control"] == "no-store"
+    assert "Set-Cookie" not in first.headers
+
+
+def test_no_js_form_shows_field_errors_in_language(client):
+    token = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    response = post_form(client, token, lang="ru", name=" ", email="nope", country="ZZ", consent="")
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    assert "Введите своё имя." in html
+    assert "Проверьте адрес электронной почты." in html
+    assert "Выберите страну из списка." in html
+    assert "Отметьте согласие, чтобы продолжить." in html
+    assert 'value="nope"' in html  # what was typed is kept
+    assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 0
+
+
+def test_no_js_form_refuses_bad_token_and_other_origins(client):
+    assert post_form(client, "forged").status_code == 400
+    other = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    response = client.post(
+        f"/s/{STATEMENT}",
+        data={"token": other, "name": "X", "email": "x@example.org", "consent": "1"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert response.status_code == 403
+    assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 0
+
+
+def test_no_js_form_when_closed(client, redis_client):
+    token = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    redis_client.hset(f"us:{{{STATEMENT}}}:state", "closed", "1")
+    response = post_form(client, token)
+    assert response.status_code == 409
+    assert "no longer accepting endorsements" in response.get_data(as_text=True)
+    widget = widget_html(client)
+    assert 'id="f"' not in widget and "no longer accepting endorsements" in widget
+
+
+def test_no_js_form_shares_the_rate_limit(make_app):
+    client = make_app(ENDORSE_LIMIT="1/minute").test_client()
+    token = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    assert post_form(client, token).status_code == 200
+    limited = post_form(client, token, email="b@example.org")
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"]
+    assert "Too many endorsements from your network" in limited.get_data(as_text=True)
+    api = client.post(
+        f"/api/v1/statements/{STATEMENT}/endorsements",
+        json={"name": "C", "email": "c@example.org", "consent": True},
+    )
+    assert api.status_code == 429
+
+
+def test_names_are_escaped_on_the_hosted_page(client):
+    client.post(
+        f"/api/v1/statements/{STATEMENT}/endorsements",
+        json={"name": "<img/src=x/onerror=alert(1)>", "email": "x@example.org", "consent": True}
+        | {"public": True, "country": "KZ"},
+    )
+    html = client.get(f"/s/{STATEMENT}?lang=en").get_data(as_text=True)
+    assert "&lt;img/src=x/onerror=alert(1)&gt;, Kazakhstan" in html
+    assert "<img/src" not in html
+
+
+def test_demo_and_landing(client):
+    demo = client.get("/demo")
+    html = demo.get_data(as_text=True)
+    assert f'<script src="/embed.js" data-statement="{STATEMENT}"' in html
+    assert html.count("data-endorse-statement=") >= 8
+    assert "frame-src 'self'" in demo.headers["Content-Security-Policy"]
+    assert client.get("/demo/demo.css").mimetype == "text/css"
+    assert client.get("/demo/README.md").status_code == 404
+    assert 'href="/demo"' in client.get("/").get_data(as_text=True)
