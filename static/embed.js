@@ -1,15 +1,12 @@
-/* Undersign loader (embed/README.md). No style element, no inline script: CSSOM only. */
+/* Undersign loader: see embed/README.md */
 (function (w, d) {
-  'use strict';
   var me = d.currentScript;
   if (!me || !me.src) return;
   var O = new URL(me.src).origin, K = 'undersign:' + O, api = w[K];
   if (!api) {
     var seen = new WeakSet(), frames = [];
     var T = { ru: 'Поддержать заявление', kk: 'Мәлімдемені қолдау', de: 'Erklärung unterstützen', fr: 'Soutenir la déclaration' };
-    var css = function (f, p) {
-      for (var k in p) f.style.setProperty(k, p[k], 'important');
-    };
+    var css = function (f, k, v) { f.style.setProperty(k, v, 'important'); };
     var mount = function (el, after) {
       var o = el.dataset, id = o.statement || o.endorseStatement;
       if (!id || seen.has(el)) return;
@@ -23,12 +20,12 @@
       f.loading = 'lazy';
       f.referrerPolicy = 'no-referrer';
       f.allow = 'clipboard-write; web-share';
-      css(f, {
-        display: 'block', border: 0, margin: 0, padding: 0, overflow: 'hidden', 'min-width': 0,
-        width: c ? '240px' : '100%', 'max-width': c ? '100%' : '640px',
-        height: c ? '44px' : lay == 'compact' ? '170px' : '620px',
-        'border-radius': c ? '99px' : '14px', 'color-scheme': 'normal', background: 'none'
-      });
+      f.style.cssText = ('display:block;border:0;margin:0;padding:0;overflow:hidden;float:none;min-width:0;' +
+        'min-height:0;max-height:none;opacity:1;visibility:visible;transition:none;' +
+        'box-sizing:border-box;color-scheme:normal;background:none;' +
+        (c ? 'width:240px;max-width:100%;height:44px;border-radius:99px;'
+          : 'width:100%;max-width:640px;border-radius:14px;height:' + (lay == 'compact' ? 170 : 620) + 'px;')
+      ).replace(/;/g, '!important;');
       frames.push(f);
       f.addEventListener('load', function () {
         f.contentWindow.postMessage({ ns: 'undersign', type: 'hello' }, O);
@@ -41,8 +38,8 @@
       frames.forEach(function (f) {
         if (f.contentWindow !== e.source) return;
         if (m.type == 'size') {
-          css(f, { height: Math.min(Math.max(m.h | 0, 24), 4000) + 'px' });
-          if (m.w > 0) css(f, { width: Math.min(m.w | 0, 2000) + 'px' });
+          css(f, 'height', Math.min(Math.max(m.h | 0, 24), 4000) + 'px');
+          if (m.w > 0) css(f, 'width', Math.min(m.w | 0, 2000) + 'px');
         }
         if (typeof m.title == 'string') f.title = m.title.slice(0, 300);
       });

@@ -82,10 +82,12 @@
   }
 
   /* -- recent endorsers -------------------------------------------------------------- */
-  var regions = null;
-  try { regions = new Intl.DisplayNames([lang], { type: 'region' }); } catch (e) { /* codes */ }
+  var regions;
   function country(c) {
-    try { return (regions && c && regions.of(c)) || c || ''; } catch (e) { return c || ''; }
+    try {
+      if (regions === undefined) regions = new Intl.DisplayNames([lang], { type: 'region' });
+      return (c && regions.of(c)) || c || '';
+    } catch (e) { regions = null; return c || ''; }
   }
   function ago(iso) {
     var s = (Date.parse(iso) - Date.now()) / 1000, u = [[60, 'second'], [60, 'minute'], [24, 'hour'], [365, 'day'], [1e9, 'year']];
@@ -126,11 +128,20 @@
 
   /* -- the form ------------------------------------------------------------------------ */
   var form = $('f'), sel = $('f-country'), codes = (ds.countries || '').split(' ').filter(Boolean);
-  if (sel && sel.options.length < 2 && codes.length) {
+  function countries() {
+    if (!sel || sel.options.length > 1 || !codes.length) return;
     var opts = codes.map(function (c) { return [c, country(c)]; }), coll;
     try { coll = new Intl.Collator(lang); } catch (e) { coll = { compare: function (a, b) { return a < b ? -1 : a > b ? 1 : 0; } }; }
     opts.sort(function (a, b) { return coll.compare(a[1], b[1]); });
-    opts.forEach(function (o) { sel.appendChild(new Option(o[1], o[0])); });
+    var frag = d.createDocumentFragment();
+    opts.forEach(function (o) { frag.appendChild(new Option(o[1], o[0])); });
+    sel.appendChild(frag);
+  }
+  if (sel) {
+    /* After the first paint (the count shows sooner), or at once when the list is wanted. */
+    sel.addEventListener('focus', countries);
+    sel.addEventListener('pointerdown', countries);
+    requestAnimationFrame(function () { setTimeout(countries, 50); });
   }
   var BAD = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\u2028\u2029]/;
   var EMAIL = /^[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+$/;
@@ -273,7 +284,7 @@
   function size() {
     if (!host) return;
     var badge = layout == 'counter' && root.querySelector('.badge');
-    var h = Math.ceil(d.documentElement.getBoundingClientRect().height);
+    var h = Math.ceil(root.getBoundingClientRect().height);
     var msg = { ns: 'undersign', type: 'size', h: h, title: d.title };
     if (badge) {
       msg.w = Math.ceil(badge.getBoundingClientRect().width);
@@ -282,7 +293,7 @@
     try { w.parent.postMessage(msg, host); } catch (e) { /* host origin unknown */ }
   }
   if (framed && host) {
-    if (w.ResizeObserver) new ResizeObserver(size).observe(d.documentElement);
+    if (w.ResizeObserver) new ResizeObserver(size).observe(root);
     w.addEventListener('message', function (e) {
       if (e.source === w.parent && e.origin === host && e.data && e.data.ns == 'undersign' && e.data.type == 'hello') size();
     });

@@ -15,7 +15,6 @@ def widget_frame(page: Page, index: int = 0) -> Frame:
     """The ``index``-th widget iframe's frame, once its page is ready."""
     page.wait_for_function(f"document.querySelectorAll('iframe').length > {index}", timeout=10_000)
     handle = page.query_selector_all("iframe")[index]
-    handle.scroll_into_view_if_needed()
     frame = None
     for _ in range(200):
         frame = handle.content_frame()
