@@ -55,9 +55,8 @@ def seed(service: str, redis: Any, extra: int) -> None:
 def host_page(folder: Path, service: str, name: str, attrs: str, background: str) -> None:
     (folder / "host.css").write_text(
         "body{margin:0;font-family:serif}#box{display:inline-block;padding:28px;"
-        "width:600px}#box.counter{width:auto}" + "".join(
-            f".bg-{k}{{background:{v}}}" for k, v in BACKGROUND.items()
-        )
+        "width:600px}#box.counter{width:auto}"
+        + "".join(f".bg-{k}{{background:{v}}}" for k, v in BACKGROUND.items())
     )
     (folder / f"{name}.html").write_text(
         '<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
@@ -76,7 +75,7 @@ def settle(page: Page) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default="/tmp/undersign-shots")
+    parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "undersign-shots"))
     parser.add_argument("--langs", default="en,ru")
     args = parser.parse_args()
     out = Path(args.out)
