@@ -249,11 +249,12 @@
   var opener = $('open');
   if (opener && form) {
     opener.addEventListener('click', function () {
-      var show = form.hidden;
-      form.hidden = !show;
-      opener.setAttribute('aria-expanded', String(show));
+      /* The form's own button takes over: one "Endorse" on screen at a time. */
+      form.hidden = false;
+      opener.setAttribute('aria-expanded', 'true');
+      opener.hidden = true;
       size();
-      if (show) $('f-name').focus();
+      $('f-name').focus();
     });
   }
 

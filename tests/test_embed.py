@@ -369,3 +369,18 @@ def test_demo_and_landing(client):
     assert client.get("/demo/demo.css").mimetype == "text/css"
     assert client.get("/demo/README.md").status_code == 404
     assert 'href="/demo"' in client.get("/").get_data(as_text=True)
+
+
+def test_right_to_left_catalog_sets_dir(client, monkeypatch):
+    import widget.embed as embed_module
+    import widget.i18n as i18n
+
+    found = dict(i18n.catalogs())
+    messages = {**found["en"].messages, "_dir": "rtl", "_language": "Test RTL"}
+    found["ar"] = i18n.Catalog("ar", messages)
+    monkeypatch.setattr(i18n, "catalogs", lambda: found)
+    monkeypatch.setattr(embed_module, "catalogs", lambda: found)
+    assert '<html lang="ar" dir="rtl"' in widget_html(client, "lang=ar")
+    page = client.get(f"/s/{STATEMENT}?lang=ar").get_data(as_text=True)
+    assert '<html lang="ar" dir="rtl">' in page
+    assert 'hreflang="ar"' in page

@@ -194,3 +194,59 @@ def test_not_allowlisted_origin_cannot_frame_the_widget(new_page, host_site, ser
         "Content-Security-Policy"
     ]
     assert re.search(rf"frame-ancestors 'self' {re.escape(host_site.origin)}$", policy)
+
+
+def test_count_follows_endorsements_made_elsewhere(new_page, host_site, service, console):
+    url = host_site.page("live", host_site.snippet(**{"data-layout": "counter"}))
+    page = new_page()
+    page.goto(url)
+    frame = widget_frame(page)
+    assert frame.get_attribute("[data-count]", "data-count") == "0"
+    endorse_via_api(service, name="Elsewhere", email="elsewhere@example.org")
+    # A live event when the stream exists, else the 5-second poll with ETag.
+    frame.wait_for_selector('[data-count="1"]', timeout=8_000)
+    assert " ".join(frame.inner_text(".badge .total").split()) == "1 endorsement"
+    width = page.eval_on_selector("iframe", "f => f.getBoundingClientRect().width")
+    assert 80 < width < 400  # the badge sized its iframe
+    assert console.problems(service.url) == []
+
+
+def test_compact_opens_the_form_then_endorses(new_page, host_site, service):
+    url = host_site.page("compact", host_site.snippet(**{"data-layout": "compact"}))
+    page = new_page()
+    page.goto(url)
+    frame = widget_frame(page)
+    assert not frame.is_visible("#f")
+    frame.click("#open")
+    assert frame.is_visible("#f") and not frame.is_visible("#open")
+    assert frame.evaluate("document.activeElement.id") == "f-name"
+    fill_form(frame, "Compact Person", "compact@example.org", country="")
+    frame.click("#f-submit")
+    frame.wait_for_selector('[data-count="1"]')
+    assert "Your endorsement has been counted." in frame.inner_text("#done")
+
+
+def test_duplicate_and_server_errors_are_shown(new_page, host_site, service):
+    endorse_via_api(service, name="First", email="same@example.org")
+    url = host_site.page("dup", host_site.snippet(**{"data-lang": "de"}))
+    page = new_page()
+    page.goto(url)
+    frame = widget_frame(page)
+    fill_form(frame, "Zweiter Versuch", "SAME@example.org")
+    frame.click("#f-submit")
+    frame.wait_for_selector("#done:not([hidden])")
+    assert "Sie haben diese Erklärung bereits unterstützt" in frame.inner_text("#done")
+    assert api_count(service) == 1
+
+
+def test_hosted_page_endorses_in_place_with_javascript(new_page, service):
+    page = new_page()
+    page.goto(f"{service.url}/s/{STATEMENT}?lang=fr")
+    page.fill("#f-name", "Camille")
+    page.fill("#f-email", "camille@example.org")
+    page.check("#f-consent")
+    page.click("#f-submit")
+    page.wait_for_selector('[data-count="1"]')
+    assert page.url.endswith("?lang=fr")  # no navigation: the script used the API
+    assert "Votre soutien a bien été compté." in page.inner_text("#done")
+    assert api_count(service) == 1
