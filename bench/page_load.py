@@ -88,11 +88,17 @@ def main() -> int:
         f'<script src="{server.url}/embed.js" data-statement="{STATEMENT}" '
         f'data-layout="{args.layout}" async></script></body></html>'
     )
+    (host / "floor.html").write_text(
+        '<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+        "<title>Ally</title></head><body><h1>An allied page</h1>"
+        f'<iframe src="{server.url}/healthz"></iframe></body></html>'
+    )
     for _ in range(3):  # a production server is warm: templates compiled, pools open
         requests.get(f"{server.url}/embed/{STATEMENT}?layout={args.layout}", timeout=5)
 
     in_browser: list[float] = []
     wall: list[float] = []
+    floor: list[float] = []
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
@@ -108,10 +114,18 @@ def main() -> int:
                 frame.wait_for_function(PAINTED)
                 painted = frame.evaluate(PAINTED)
                 navigated = page.evaluate("performance.timeOrigin")
+                context.close()
+                context = browser.new_context()
+                page = context.new_page()
+                page.goto(f"{origin}/floor.html")
+                frame = page.frames[1]
+                frame.wait_for_function(PAINTED)
+                plain = frame.evaluate(PAINTED) - page.evaluate("performance.timeOrigin")
+                context.close()
                 if run > 0:  # the first run also warms the browser process itself
                     in_browser.append(painted - navigated)
                     wall.append(elapsed)
-                context.close()
+                    floor.append(plain)
             browser.close()
     finally:
         server.stop()
@@ -121,6 +135,7 @@ def main() -> int:
     print(f"layout={args.layout} runs={args.runs} (cold cache each run, loopback, 2 workers)")
     print("navigation -> count painted (in browser):", summary(in_browser))
     print("navigation -> count visible (Playwright):", summary(wall))
+    print("floor: plain cross-origin iframe painted:", summary(floor))
     return 0
 
 

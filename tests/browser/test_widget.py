@@ -86,28 +86,50 @@ def test_elements_added_later_get_one_iframe_each(new_page, host_site, service, 
     assert console.problems(service.url) == []
 
 
+def serious(results) -> list[str]:
+    return [
+        f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_axe_finds_no_serious_violation(new_page, host_site, service, theme):
     endorse_via_api(service, name="Dana Example", email="dana@example.org", country="DE")
     endorse_via_api(service, name="Quiet", email="quiet@example.org", public=True, country="KZ")
-    url = host_site.page(f"axe-{theme}", host_site.snippet(**{"data-theme": theme}))
+    widgets = "".join(
+        f'<div data-endorse-statement="{STATEMENT}" data-theme="{theme}" data-layout="{layout}">'
+        "</div>"
+        for layout in ("compact", "counter")
+    )
+    url = host_site.page(f"axe-{theme}", host_site.snippet(**{"data-theme": theme}) + widgets)
     page = new_page()
     page.goto(url)
-    frame = widget_frame(page)
-    frame.wait_for_selector("#recent-list li")
+    full, compact, counter = (widget_frame(page, i) for i in range(3))
+    full.wait_for_selector("#recent-list li")
     axe = Axe()
-    states = {"initial": None, "errors": "#f-submit"}
-    for state, click in states.items():
-        if click:
-            frame.click(click)
-            frame.wait_for_selector("#f-name-err:not([hidden])")
-        results = axe.run(frame)
-        bad = [
-            f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
-            for v in results.response["violations"]
-            if v["impact"] in ("serious", "critical")
-        ]
-        assert bad == [], f"{theme}/{state}: {bad}"
+    assert serious(axe.run(full)) == [], f"{theme}/full"
+    assert serious(axe.run(compact)) == [], f"{theme}/compact"
+    assert serious(axe.run(counter)) == [], f"{theme}/counter"
+    full.click("#f-submit")  # every error message shown
+    full.wait_for_selector("#f-name-err:not([hidden])")
+    assert serious(axe.run(full)) == [], f"{theme}/full with errors"
+    fill_form(full, "Axe Person", "axe@example.org")
+    full.click("#f-submit")
+    full.wait_for_selector("#done:not([hidden])")
+    assert serious(axe.run(full)) == [], f"{theme}/thank-you"
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_on_the_hosted_page(new_page, service, scheme):
+    endorse_via_api(service, name="Dana Example", email="dana@example.org", country="DE")
+    page = new_page(color_scheme=scheme)
+    page.goto(f"{service.url}/s/{STATEMENT}?lang=kk")
+    assert serious(Axe().run(page)) == [], f"{scheme}/statement page"
+    page.click("#f-submit")
+    page.wait_for_selector("#f-name-err:not([hidden])")
+    assert serious(Axe().run(page)) == [], f"{scheme}/statement page with errors"
 
 
 def test_keyboard_only_endorsement(new_page, host_site, service):
