@@ -5,6 +5,14 @@
   var d = document, w = window, root = d.getElementById('w');
   if (!root) return;
   var ds = root.dataset, M = JSON.parse(ds.i18n || '{}'), lang = d.documentElement.lang || 'en';
+  /* For Intl: the language, its fallbacks, English; skip the language if this browser
+     lists it but has no data for it (Chromium without Kazakh region names, say). */
+  var L = (ds.locales || lang).split(' ');
+  try {
+    var us = function (l) { return new Intl.DisplayNames([l], { type: 'region' }).of('US'); };
+    var mine = us(lang);
+    if (L.length > 2 && (mine == 'US' || mine == us('en'))) L.shift();
+  } catch (e) { /* no DisplayNames: leave the list */ }
   var api = ds.api, framed = w.parent !== w, layout = ds.layout;
   var ao = location.ancestorOrigins, host = framed ? (ao && ao.length ? ao[0] : ds.origin || '') : '';
   var $ = function (id) { return d.getElementById(id); };
@@ -22,7 +30,7 @@
     return s[f] || s.other;
   }
   function fmt(n, o) {
-    try { return new Intl.NumberFormat(lang, o).format(n); } catch (e) { return String(n); }
+    try { return new Intl.NumberFormat(L, o).format(n); } catch (e) { return String(n); }
   }
   function text(el, s) { if (el) el.textContent = s; }
 
@@ -85,14 +93,14 @@
   var regions;
   function country(c) {
     try {
-      if (regions === undefined) regions = new Intl.DisplayNames([lang], { type: 'region' });
+      if (regions === undefined) regions = new Intl.DisplayNames(L, { type: 'region' });
       return (c && regions.of(c)) || c || '';
     } catch (e) { regions = null; return c || ''; }
   }
   function ago(iso) {
     var s = (Date.parse(iso) - Date.now()) / 1000, u = [[60, 'second'], [60, 'minute'], [24, 'hour'], [365, 'day'], [1e9, 'year']];
     try {
-      var rtf = new Intl.RelativeTimeFormat(lang, { numeric: 'auto' });
+      var rtf = new Intl.RelativeTimeFormat(L, { numeric: 'auto' });
       for (var i = 0; i < u.length; i++) {
         if (Math.abs(s) < u[i][0]) return rtf.format(Math.round(s), u[i][1]);
         s /= u[i][0];
@@ -131,7 +139,7 @@
   function countries() {
     if (!sel || sel.options.length > 1 || !codes.length) return;
     var opts = codes.map(function (c) { return [c, country(c)]; }), coll;
-    try { coll = new Intl.Collator(lang); } catch (e) { coll = { compare: function (a, b) { return a < b ? -1 : a > b ? 1 : 0; } }; }
+    try { coll = new Intl.Collator(L); } catch (e) { coll = { compare: function (a, b) { return a < b ? -1 : a > b ? 1 : 0; } }; }
     opts.sort(function (a, b) { return coll.compare(a[1], b[1]); });
     var frag = d.createDocumentFragment();
     opts.forEach(function (o) { frag.appendChild(new Option(o[1], o[0])); });

@@ -3,8 +3,10 @@
 A translator adds ``<lang>.json`` (copy ``en.json``, translate the values, keep the keys);
 nothing else changes. A value is text with ``{placeholders}``, or, for words that follow
 a number, an object of CLDR plural forms (``one``, ``few``, ``many``, ``other``...).
-Keys starting with ``_`` describe the catalog: ``_language`` (its own name for itself)
-and ``_dir`` (``ltr`` or ``rtl``). A key missing from a catalog falls back to English.
+Keys starting with ``_`` describe the catalog: ``_language`` (its own name for itself),
+``_dir`` (``ltr`` or ``rtl``) and ``_fallback`` (languages, space-separated, whose
+country names and number formats a browser should use when it has no data for this one;
+Kazakh falls back to Russian). A key missing from a catalog falls back to English.
 
 Numbers, plural forms and country names come from CLDR (Babel) here and from ``Intl``
 in the browser, so both sides say the same thing.
@@ -46,6 +48,12 @@ class Catalog:
     @property
     def dir(self) -> str:
         return "rtl" if self.messages.get("_dir") == "rtl" else "ltr"
+
+    @property
+    def locales(self) -> str:
+        """This language, its fallbacks and English: for the browser's ``Intl``."""
+        chain = [self.lang, *str(self.messages.get("_fallback", "")).split(), DEFAULT]
+        return " ".join(dict.fromkeys(chain))
 
     @property
     def name(self) -> str:
