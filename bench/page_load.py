@@ -40,6 +40,14 @@ ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+STEPS = """() => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const res = performance.getEntriesByType('resource');
+  const css = res.find((r) => r.name.includes('.css'));
+  const loader = res.find((r) => r.name.includes('/embed.js'));
+  return {origin: performance.timeOrigin, html: nav.responseEnd, css: css ? css.responseEnd : 0,
+          loader: loader ? loader.responseEnd : 0};
+}"""
 PAINTED = """() => {
   const fcp = performance.getEntriesByName('first-contentful-paint')[0];
   return fcp ? performance.timeOrigin + fcp.startTime : null;
@@ -99,6 +107,7 @@ def main() -> int:
     in_browser: list[float] = []
     wall: list[float] = []
     floor: list[float] = []
+    steps: dict[str, list[float]] = {"loader": [], "start": [], "html": [], "css": []}
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
@@ -114,6 +123,8 @@ def main() -> int:
                 frame.wait_for_function(PAINTED)
                 painted = frame.evaluate(PAINTED)
                 navigated = page.evaluate("performance.timeOrigin")
+                outer, inner = page.evaluate(STEPS), frame.evaluate(STEPS)
+                start_at = inner["origin"] - outer["origin"]
                 context.close()
                 context = browser.new_context()
                 page = context.new_page()
@@ -126,6 +137,10 @@ def main() -> int:
                     in_browser.append(painted - navigated)
                     wall.append(elapsed)
                     floor.append(plain)
+                    steps["loader"].append(outer["loader"])
+                    steps["start"].append(start_at)
+                    steps["html"].append(start_at + inner["html"])
+                    steps["css"].append(start_at + inner["css"])
             browser.close()
     finally:
         server.stop()
@@ -136,6 +151,12 @@ def main() -> int:
     print("navigation -> count painted (in browser):", summary(in_browser))
     print("navigation -> count visible (Playwright):", summary(wall))
     print("floor: plain cross-origin iframe painted:", summary(floor))
+    print(
+        "steps (median, from navigation): embed.js loaded {:.0f} ms, iframe navigation "
+        "starts {:.0f} ms, its HTML loaded {:.0f} ms, its CSS loaded {:.0f} ms".format(
+            *(statistics.median(steps[k]) for k in ("loader", "start", "html", "css"))
+        )
+    )
     return 0
 
 
