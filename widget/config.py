@@ -36,13 +36,21 @@ def _to_bool(value: Any) -> bool:
 
 
 def _to_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected a whole number")
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"expected a whole number, got {value!r}")
     return int(value)
 
 
 def _to_str(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def _to_redis_url(value: Any) -> str:
+    url = _to_str(value).strip()
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        # Not echoed: a mistyped URL may still carry a password.
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return url
 
 
 def _to_origins(value: Any) -> tuple[str, ...]:
@@ -82,7 +90,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REDIS_URL",
         "",
-        _to_str,
+        _to_redis_url,
         "Redis to use (`redis://`, `rediss://`, `unix://`). Unset: start the embedded "
         "Redis under `WIDGET_DATA_DIR`.",
     ),
