@@ -59,14 +59,16 @@ def validate_endorsement(body: Any) -> EndorsementInput | dict[str, str]:
         errors["name"] = "Enter your name."
     elif len(name.strip()) > MAX_NAME:
         errors["name"] = f"Use at most {MAX_NAME} characters."
-    elif has_control_chars(name):
+    elif has_control_chars(name.strip()):
         errors["name"] = "The name contains control characters."
 
     email = body.get("email")
     if not isinstance(email, str) or not email.strip():
         errors["email"] = "Enter your email address."
     elif (
-        len(email.strip()) > MAX_EMAIL or has_control_chars(email) or not EMAIL.match(email.strip())
+        len(email.strip()) > MAX_EMAIL
+        or has_control_chars(email.strip())
+        or not EMAIL.match(email.strip())
     ):
         errors["email"] = "Enter a valid email address."
 

@@ -1,0 +1,67 @@
+"""Assertions shared by the API tests: problem+json shape and the store's state in Redis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from redis import Redis
+from werkzeug.test import TestResponse
+
+PROBLEM_JSON = "application/problem+json"
+STATEMENT = "dongelek-ystel"
+
+
+def endorsements_url(statement: str = STATEMENT) -> str:
+    return f"/api/v1/statements/{statement}/endorsements"
+
+
+def person(n: int | str, **extra: Any) -> dict[str, Any]:
+    """A valid endorsement body for person ``n``."""
+    return {"name": f"Person {n}", "email": f"person{n}@example.org", "consent": True, **extra}
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """Everything an endorsement changes, read straight from Redis."""
+
+    count: int
+    log_length: int
+    seen: int
+    by_source: dict[str, int]
+
+
+def store_state(redis: Redis, statement: str = STATEMENT) -> StoreState:
+    key = f"us:{{{statement}}}:"
+    return StoreState(
+        count=int(redis.get(key + "count") or 0),
+        log_length=int(redis.xlen(key + "log")),
+        seen=int(redis.hlen(key + "seen")),
+        by_source={k.decode(): int(v) for k, v in redis.hgetall(key + "by_source").items()},
+    )
+
+
+def response_parts(response: TestResponse | requests.Response) -> tuple[int, str, Any]:
+    if isinstance(response, requests.Response):
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return response.status_code, content_type, response.json()
+    return response.status_code, response.mimetype, response.get_json(force=True)
+
+
+def assert_problem(response: TestResponse | requests.Response, status: int) -> dict[str, Any]:
+    """An RFC 9457 problem with this status; returns its body."""
+    code, content_type, body = response_parts(response)
+    assert code == status, body
+    assert content_type == PROBLEM_JSON
+    assert isinstance(body, dict)
+    assert body["status"] == status
+    assert isinstance(body["type"], str) and body["type"].startswith("urn:undersign:problem:")
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert response.headers.get("Cache-Control") == "no-store"
+    return body
+
+
+def cors_headers(response: TestResponse | requests.Response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
