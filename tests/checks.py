@@ -38,15 +38,19 @@ def store_state(redis: Redis, statement: str = STATEMENT) -> StoreState:
         count=int(redis.get(key + "count") or 0),
         log_length=int(redis.xlen(key + "log")),
         seen=int(redis.hlen(key + "seen")),
-        by_source={k.decode(): int(v) for k, v in redis.hgetall(key + "by_source").items()},
+        by_source={_text(k): int(v) for k, v in redis.hgetall(key + "by_source").items()},
     )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def response_parts(response: TestResponse | requests.Response) -> tuple[int, str, Any]:
     if isinstance(response, requests.Response):
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         return response.status_code, content_type, response.json()
-    return response.status_code, response.mimetype, response.get_json(force=True)
+    return response.status_code, response.mimetype or "", response.get_json(force=True)
 
 
 def assert_problem(response: TestResponse | requests.Response, status: int) -> dict[str, Any]:
