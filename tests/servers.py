@@ -109,8 +109,7 @@ class Gunicorn:
         )  # fmt: skip
         try:
             wait_for(
-                lambda: requests.get(self.url + "/api/v1/statements", timeout=1).status_code
-                == 200,
+                lambda: requests.get(self.url + "/api/v1/statements", timeout=1).status_code == 200,
                 timeout=30,
                 what="gunicorn",
             )
