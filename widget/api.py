@@ -100,6 +100,7 @@ def show_count(statement_id: str) -> Response:
         response = jsonify({"id": statement.id, "count": count})
     response.set_etag(etag)
     response.headers["Cache-Control"] = COUNT_CACHE_CONTROL
+    response.vary.add("Origin")  # shared caches must not hand one ally's CORS answer to another
     return response
 
 
@@ -213,6 +214,7 @@ def recent_endorsers(statement_id: str) -> Response:
     entries = get_store().recent(statement.id, RECENT_LIMIT)
     response = jsonify({"id": statement.id, "recent": [public_endorser(e) for e in entries]})
     response.headers["Cache-Control"] = "public, max-age=5"
+    response.vary.add("Origin")
     return response
 
 
