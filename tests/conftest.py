@@ -10,8 +10,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
-
 from servers import Gunicorn, RedisServer
+
 from widget import create_app
 
 SECRET = "test-secret-key-not-for-production-0123456789"

@@ -35,10 +35,12 @@ def post_all(
 ) -> list[Reply]:
     """POST each body as JSON from a pool of threads (one connection each)."""
     local = threading.local()
+    sessions: list[requests.Session] = []
 
     def session() -> requests.Session:
         if not hasattr(local, "session"):
             local.session = requests.Session()
+            sessions.append(local.session)
         s: requests.Session = local.session
         return s
 
@@ -56,8 +58,13 @@ def post_all(
     delay = start_at - time.time()
     if delay > 0:
         time.sleep(delay)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(post, bodies))
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(post, bodies))
+    finally:
+        # Idle kept-alive connections would hold up gunicorn's graceful shutdown.
+        for s in sessions:
+            s.close()
 
 
 def post_all_args(args: tuple[str, list[dict[str, Any]], int, float]) -> list[Reply]:

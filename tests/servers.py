@@ -115,7 +115,9 @@ class Gunicorn:
             )
         except TimeoutError:
             self.stop()
-            raise RuntimeError("gunicorn did not start:\n" + self.log_path.read_text()[-3000:])
+            raise RuntimeError(
+                "gunicorn did not start:\n" + self.log_path.read_text()[-3000:]
+            ) from None
 
     def stop(self) -> None:
         if self.process is not None:
