@@ -15,6 +15,7 @@ from .db import get_store
 from .errors import Problem
 from .limits import get_allowlist, is_own_origin
 from .links import normalize_origin, statement_url
+from .metrics import record_outcome
 from .openapi import openapi_document
 from .privacy import email_hmac
 from .statements import Statement, StatementRegistry
@@ -161,6 +162,7 @@ def record_endorsement(statement: Statement, data: EndorsementInput) -> EndorseR
         public=data.public,
     )
     result = get_store().endorse(statement.id, endorsement)
+    record_outcome(result.status)
     if result.status == "closed":
         raise Problem(
             409,

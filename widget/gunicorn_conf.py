@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 bind = [os.environ.get("BIND", "127.0.0.1:8000")]
@@ -26,6 +28,27 @@ proc_name = "undersign"
 # gunicorn 27 opens a control socket at one fixed path per user; several instances on a
 # host would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+
+def _metrics_dir() -> str:
+    """A fresh folder for prometheus-client's multiprocess files, set before workers start."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        folder = tempfile.mkdtemp(prefix="undersign-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    for stale in Path(folder).glob("*.db"):
+        stale.unlink()
+    return folder
+
+
+def on_starting(server: Any) -> None:
+    _metrics_dir()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def when_ready(server: Any) -> None:
@@ -52,6 +75,8 @@ SETTING_NAMES = (
     "proc_name",
     "control_socket_disable",
     "when_ready",
+    "on_starting",
+    "child_exit",
 )
 
 

@@ -1,12 +1,146 @@
-"""Prometheus metrics (``/metrics``).
+"""Prometheus metrics and the ``/metrics`` endpoint.
 
-(Skeleton: the operator console issue fills this in.)
+Under gunicorn the metrics are aggregated across worker processes with
+prometheus-client's multiprocess mode: ``gunicorn_conf`` points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder before the workers start and tells the
+library when a worker dies. Without that variable (tests, a single process) the values
+live in this process's registry. ``/metrics`` asks for the admin token unless
+``WIDGET_METRICS_PUBLIC`` is true. Labels never carry a client address or a name.
 """
 
 from __future__ import annotations
 
-from flask import Flask
+import hmac
+import os
+import time
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from .errors import Problem
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+ENDORSEMENTS = Counter(
+    "undersign_endorsements_total",
+    "Endorsement attempts by outcome (counted, duplicate, rejected) and reason.",
+    ["outcome", "reason"],
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "undersign_rate_limited_total",
+    "Requests refused with 429 by the endorsement rate limit.",
+    registry=REGISTRY,
+)
+REDIS_ERRORS = Counter(
+    "undersign_redis_errors_total",
+    "Requests answered 503 because Redis did not answer.",
+    registry=REGISTRY,
+)
+OPEN_STREAMS = Gauge(
+    "undersign_open_event_streams",
+    "Server-Sent Event streams open right now.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+LATENCY = Histogram(
+    "undersign_request_duration_seconds",
+    "Time to answer a request, by endpoint and method (streams: time to first byte).",
+    ["endpoint", "method"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+ENDORSE_ENDPOINTS = {"api.endorse", "embed.endorse_form"}
+REJECTION_REASONS = {
+    400: "malformed",
+    403: "origin",
+    404: "unknown_statement",
+    409: "closed",
+    413: "too_large",
+    415: "media_type",
+    422: "invalid",
+    429: "rate_limited",
+    503: "store_unavailable",
+}
+
+bp = Blueprint("metrics", __name__)
+
+
+class Metrics:
+    """What other modules may bump, kept in ``app.extensions["undersign.metrics"]``."""
+
+    redis_errors = REDIS_ERRORS
+    open_streams = OPEN_STREAMS
+    endorsements = ENDORSEMENTS
+
+
+def record_outcome(status: str) -> None:
+    """Called by the endorsement views once the store has answered."""
+    g.undersign_outcome = status
+
+
+def _start_timer() -> None:
+    g.undersign_started = time.perf_counter()
+
+
+def _observe(response: Response) -> Response:
+    started = g.get("undersign_started")
+    endpoint = request.endpoint or "unmatched"
+    if started is not None and endpoint != "metrics.metrics":
+        LATENCY.labels(endpoint, request.method).observe(time.perf_counter() - started)
+    status = response.status_code
+    if status == 429:
+        RATE_LIMITED.inc()
+    if endpoint in ENDORSE_ENDPOINTS and request.method == "POST":
+        outcome = g.get("undersign_outcome")
+        if outcome in ("counted", "duplicate"):
+            ENDORSEMENTS.labels(outcome, "").inc()
+        elif status >= 400:
+            ENDORSEMENTS.labels("rejected", REJECTION_REASONS.get(status, str(status))).inc()
+    return response
+
+
+def _authorized() -> bool:
+    if current_app.config["METRICS_PUBLIC"]:
+        return True
+    token: str = current_app.config["ADMIN_TOKEN"]
+    given = request.headers.get("Authorization", "")
+    if not token or not given.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(given[len("Bearer ") :].encode(), token.encode())
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    if not _authorized():
+        raise Problem(
+            401,
+            "unauthorized",
+            "Unauthorized",
+            "Send the operator token as 'Authorization: Bearer <token>'.",
+            headers={"WWW-Authenticate": 'Bearer realm="undersign"'},
+        )
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = REGISTRY
+    response = Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def init_app(app: Flask) -> None:
-    return None
+    app.extensions["undersign.metrics"] = Metrics()
+    app.before_request(_start_timer)
+    app.after_request(_observe)
+    app.register_blueprint(bp)
