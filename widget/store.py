@@ -135,6 +135,10 @@ class Store:
         count, closed = pipe.execute()
         return int(count or 0), closed in (b"1", "1")
 
+    def log_length(self, statement_id: str) -> int:
+        """How many endorsements the record holds, struck ones included."""
+        return int(self.redis.xlen(self.key(statement_id, "log")))
+
     def is_closed(self, statement_id: str) -> bool:
         return self.redis.hget(self.key(statement_id, "state"), "closed") in (b"1", "1")
 
