@@ -5,6 +5,7 @@ Both run on free loopback ports in temp folders and are stopped by their fixture
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -121,6 +122,9 @@ class Gunicorn:
 
     def stop(self) -> None:
         if self.process is not None:
+            # A finished test may leave a kept-alive client connection in a reference
+            # cycle; gunicorn's graceful shutdown would wait graceful_timeout for it.
+            gc.collect()
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=15)
