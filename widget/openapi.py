@@ -39,7 +39,11 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "All statements with their counts",
                     "parameters": [{"name": "lang", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": _json("StatementList", "The statements"), "503": PROBLEM},
+                    "responses": {
+                        "200": _json("StatementList", "The statements"),
+                        "403": PROBLEM,
+                        "503": PROBLEM,
+                    },
                 }
             },
             "/api/v1/statements/{statement_id}": {
@@ -51,6 +55,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json("Statement", "The statement"),
+                        "403": PROBLEM,
                         "404": PROBLEM,
                         "503": PROBLEM,
                     },
@@ -63,6 +68,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json("Count", "The count"),
                         "304": {"description": "Unchanged since the ETag you sent"},
+                        "403": PROBLEM,
                         "404": PROBLEM,
                         "503": PROBLEM,
                     },
@@ -106,6 +112,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [ID_PARAM],
                     "responses": {
                         "200": _json("Recent", "Newest first"),
+                        "403": PROBLEM,
                         "404": PROBLEM,
                         "503": PROBLEM,
                     },
@@ -114,7 +121,20 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document",
-                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1 document",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["openapi", "info", "paths"],
+                                        "additionalProperties": True,
+                                    }
+                                }
+                            },
+                        }
+                    },
                 }
             },
             "/healthz": {
@@ -250,6 +270,10 @@ def openapi_document() -> dict[str, Any]:
                         "instance": {"type": "string"},
                         "errors": {"type": "object", "additionalProperties": {"type": "string"}},
                         "retry_after": {"type": "integer"},
+                        "count": {
+                            "type": "integer",
+                            "description": "The statement's count, when it is closed (409)",
+                        },
                     },
                 },
             },
