@@ -21,6 +21,7 @@ No raw email or IP address is ever passed to this module.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from redis.cluster import RedisCluster
 RedisClient = Redis | RedisCluster
 EndorseStatus = Literal["counted", "duplicate", "closed"]
 TIMELINE_BUCKETS: Mapping[str, int] = {"m": 60, "h": 3600, "d": 86400}
+ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 # One atomic step: refuse when closed, dedup on the email HMAC, append to the log,
 # bump the count and every breakdown, publish the new count.
@@ -61,6 +63,44 @@ redis.call('HINCRBY', tl_h, sec - sec % 3600, 1)
 redis.call('HINCRBY', tl_d, sec - sec % 86400, 1)
 redis.call('PUBLISH', channel, count)
 return {'counted', count, id}
+"""
+
+
+# Strike or un-strike one logged endorsement atomically: the count, every breakdown and
+# the timeline buckets of its time follow; the new count is published. Idempotent.
+MODERATE_LUA = """
+local count_key, log, by_source, by_country = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local tl_m, tl_h, tl_d, struck = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local id, mode, record, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local current = tonumber(redis.call('GET', count_key) or '0')
+local rows = redis.call('XRANGE', log, id, id)
+if #rows == 0 then return {'missing', current} end
+local is_struck = redis.call('HEXISTS', struck, id) == 1
+local delta
+if mode == 'strike' then
+  if is_struck then return {'same', current} end
+  redis.call('HSET', struck, id, record)
+  delta = -1
+else
+  if not is_struck then return {'same', current} end
+  redis.call('HDEL', struck, id)
+  delta = 1
+end
+local fields = rows[1][2]
+local f = {}
+for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+local count = redis.call('INCRBY', count_key, delta)
+local function bump(key, field)
+  if redis.call('HINCRBY', key, field, delta) <= 0 then redis.call('HDEL', key, field) end
+end
+bump(by_source, f['s'] or 'direct')
+if f['c'] and f['c'] ~= '' then bump(by_country, f['c']) end
+local sec = math.floor(tonumber(string.match(id, '^(%d+)-')) / 1000)
+bump(tl_m, tostring(sec - sec % 60))
+bump(tl_h, tostring(sec - sec % 3600))
+bump(tl_d, tostring(sec - sec % 86400))
+redis.call('PUBLISH', channel, count)
+return {'changed', count}
 """
 
 
@@ -219,6 +259,92 @@ class Store:
         else:
             self.redis.hdel(state, "closed", "closed_by", "closed_at")
 
+    # -- moderation and operator views (operator console) ------------------------------
+    def _moderate(
+        self, statement_id: str, entry_id: str, mode: str, record: str
+    ) -> tuple[bool, int]:
+        if not ENTRY_ID.fullmatch(entry_id):
+            raise KeyError(entry_id)
+        keys = [
+            self.key(statement_id, name)
+            for name in (
+                "count",
+                "log",
+                "by_source",
+                "by_country",
+                "tl:m",
+                "tl:h",
+                "tl:d",
+                "struck",
+            )
+        ]
+        args = [entry_id, mode, record, self.channel(statement_id)]
+        status, count = self._moderate_script(keys=keys, args=args)
+        if _text(status) == "missing":
+            raise KeyError(entry_id)
+        return _text(status) == "changed", int(count)
+
+    @property
+    def _moderate_script(self) -> Any:
+        script = self.__dict__.get("_moderate_lua")
+        if script is None:
+            script = self.__dict__["_moderate_lua"] = self.redis.register_script(MODERATE_LUA)
+        return script
+
+    def strike(
+        self, statement_id: str, entry_id: str, by: str, reason: str = ""
+    ) -> tuple[bool, int]:
+        """Take an endorsement out of the count and every breakdown; it stays in the log,
+        marked struck with who/when/why. Idempotent; ``KeyError`` for an unknown entry."""
+        record = json.dumps({"by": by, "at": int(time.time()), "reason": reason})
+        return self._moderate(statement_id, entry_id, "strike", record)
+
+    def unstrike(self, statement_id: str, entry_id: str) -> tuple[bool, int]:
+        """Put a struck endorsement back into the count and breakdowns. Idempotent."""
+        return self._moderate(statement_id, entry_id, "unstrike", "")
+
+    def stats(self, statement_id: str, now: float | None = None) -> dict[str, Any]:
+        """Count, breakdowns and timelines: ``minute`` (last 60), ``hour`` (last 72),
+        ``day`` (every day since the first), each a list of ``[bucket_start, n]``."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.key(statement_id, "count"))
+        for name in ("by_source", "by_country", "tl:m", "tl:h", "tl:d"):
+            pipe.hgetall(self.key(statement_id, name))
+        count, by_source, by_country, tl_m, tl_h, tl_d = pipe.execute()
+        now_s = int(time.time() if now is None else now)
+        return {
+            "count": int(count or 0),
+            "by_source": _counts(by_source),
+            "by_country": _counts(by_country),
+            "timeline": {
+                "minute": _series(tl_m, 60, now_s, 60),
+                "hour": _series(tl_h, 3600, now_s, 72),
+                "day": _series(tl_d, 86400, now_s, None),
+            },
+        }
+
+    def page(
+        self, statement_id: str, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[LogEntry], str | None]:
+        """Up to ``limit`` endorsements older than ``cursor`` (exclusive), newest first,
+        struck ones marked; and the cursor of the next page, or None at the end."""
+        if cursor is not None and not ENTRY_ID.fullmatch(cursor):
+            raise ValueError(f"bad cursor {cursor!r}")
+        top = "+" if cursor is None else "(" + cursor
+        rows = self.redis.xrevrange(
+            self.key(statement_id, "log"), max=top, min="-", count=limit + 1
+        )
+        rows = list(rows or [])
+        more = len(rows) > limit
+        entries = [_entry(eid, fields or {}) for eid, fields in rows[:limit]]
+        if entries:
+            marks = self.redis.hmget(self.key(statement_id, "struck"), [e.id for e in entries])
+            entries = [
+                LogEntry(**{**e.__dict__, "struck": json.loads(m)}) if m else e
+                for e, m in zip(entries, marks, strict=True)
+            ]
+        return entries, (entries[-1].id if more and entries else None)
+
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -235,3 +361,21 @@ def _entry(entry_id: Any, fields: Mapping[Any, Any]) -> LogEntry:
         source=f.get("s", "direct"),
         public=f.get("p") == "1",
     )
+
+
+def _counts(raw: Mapping[Any, Any]) -> dict[str, int]:
+    pairs = ((_text(k), int(v)) for k, v in raw.items())
+    return dict(sorted(((k, v) for k, v in pairs if v > 0), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _series(raw: Mapping[Any, Any], step: int, now: int, length: int | None) -> list[list[int]]:
+    values = {int(k): int(v) for k, v in raw.items()}
+    last = now - now % step
+    if length is None:
+        live = [k for k, v in values.items() if v > 0]
+        if not live:
+            return []
+        first = max(min(live), last - 3650 * step)
+    else:
+        first = last - (length - 1) * step
+    return [[t, max(values.get(t, 0), 0)] for t in range(first, last + step, step)]
