@@ -23,7 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from redis import Redis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 MAX_UNIX_SOCKET_PATH = 100
 
@@ -54,7 +56,13 @@ class EmbeddedRedis:
         return folder / "redis.sock"
 
     def client(self) -> Redis:
-        return Redis(unix_socket_path=str(self.socket), socket_connect_timeout=0.5)
+        # No retries: a probe should answer at once, and SHUTDOWN drops the connection
+        # on purpose (redis-py's default retries would back off for seconds).
+        return Redis(
+            unix_socket_path=str(self.socket),
+            socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def running(self) -> bool:
         if not self.socket.exists():

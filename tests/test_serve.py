@@ -1,0 +1,195 @@
+"""``undersign serve`` on the embedded Redis: one command, data kept across restarts.
+
+Also the read-only commands (``undersign statements``, ``undersign count``, and the same
+through ``flask --app widget``) against the running service's Redis.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from checks import STATEMENT, endorsements_url, person
+from conftest import SECRET
+from servers import RedisServer, free_port
+
+from widget.server import EmbeddedRedis
+
+pytestmark = pytest.mark.server
+
+BIN = Path(sys.executable).parent
+COUNT = f"/api/v1/statements/{STATEMENT}/count"
+
+
+def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WIDGET_")}
+    env["WIDGET_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+class Serve:
+    """``undersign serve`` in a subprocess, its output collected as it comes."""
+
+    def __init__(self, env: dict[str, str], workers: int = 2) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lines: list[str] = []
+        command = [str(BIN / "undersign"), "serve", "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            [*command, "--workers", str(workers)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"serve exited early:\n{self.output}"
+            if f"Undersign is running: {self.url}" in self.output:
+                try:
+                    if http("GET", self.url + "/healthz").status_code == 200:
+                        return
+                except requests.RequestException:
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(f"serve did not become ready:\n{self.output}")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
+        gc.collect()  # close kept-alive client connections that sit in reference cycles
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"serve did not stop on {signum}:\n{self.output}") from None
+        self.reader.join(timeout=5)
+        return code
+
+
+def http(method: str, url: str, **kwargs: Any) -> requests.Response:
+    """One request on its own connection, so no idle keep-alive delays the shutdown."""
+    return requests.request(method, url, headers={"Connection": "close"}, timeout=10, **kwargs)
+
+
+def run(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    data = tmp_path / "data"
+    yield data
+    # Whatever happened, leave no redis-server behind.
+    embedded = EmbeddedRedis(data)
+    if embedded.running():
+        embedded.stop()
+
+
+def test_serve_on_embedded_redis_keeps_data_across_restarts(data_dir: Path) -> None:
+    env = clean_env(data_dir)
+    embedded = EmbeddedRedis(data_dir)
+
+    first = Serve(env)
+    try:
+        first.wait_ready()
+        assert f"Undersign is running: {first.url}" in first.output
+        assert f"{first.url}/demo" in first.output
+        assert "Embedded Redis:" in first.output
+        # A real redis-server on a private unix socket, with its AOF in the data dir.
+        assert stat.S_ISSOCK(embedded.socket.stat().st_mode)
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        assert any(data_dir.glob("appendonly*")), sorted(p.name for p in data_dir.iterdir())
+        assert embedded.client().config_get("appendonly") == {"appendonly": "yes"}
+        secret = data_dir / "secret_key"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        redis_pid = int((data_dir / "redis.pid").read_text())
+
+        url = first.url + endorsements_url()
+        posted = http("POST", url, json=person(1, email="Ana@Example.org"))
+        assert posted.status_code == 201
+        assert posted.json() == {"status": "counted", "count": 1}
+
+        # The read-only commands reach the same Redis through the same settings.
+        assert run(env, str(BIN / "undersign"), "count", STATEMENT).strip() == "1"
+        assert run(env, str(BIN / "flask"), "--app", "widget", "count", STATEMENT).strip() == "1"
+        listing = run(env, str(BIN / "undersign"), "statements")
+        line = next(li for li in listing.splitlines() if li.startswith(STATEMENT))
+        assert " 1 / 10,000" in line
+        assert "Dongelek Ystel Civil Society Coalition Statement" in line
+    finally:
+        code = first.stop(signal.SIGTERM)
+    assert code == 0, first.output
+    assert "Embedded Redis stopped; data kept." in first.output
+    assert not embedded.socket.exists()
+    assert not embedded.running()
+    with pytest.raises(ProcessLookupError):
+        os.kill(redis_pid, 0)
+
+    second = Serve(env)
+    try:
+        second.wait_ready()
+        count = http("GET", second.url + COUNT).json()
+        assert count == {"id": STATEMENT, "count": 1}
+        # Same secret after the restart: the same person is still recognised.
+        url = second.url + endorsements_url()
+        again = http("POST", url, json=person(1, email=" ana@example.ORG"))
+        assert again.json() == {"status": "duplicate", "count": 1}
+        other = http("POST", url, json=person(2))
+        assert other.json() == {"status": "counted", "count": 2}
+    finally:
+        code = second.stop(signal.SIGINT)
+    assert code == 0, second.output
+    assert not embedded.socket.exists()
+    assert not embedded.running()
+    # Data on disk only: a third start reads it back from the AOF.
+    third = Serve(env, workers=1)
+    try:
+        third.wait_ready()
+        assert http("GET", third.url + COUNT).json()["count"] == 2
+    finally:
+        third.stop()
+
+
+def test_serve_with_redis_url_starts_no_redis(
+    data_dir: Path, redis_server: RedisServer, redis_client: object
+) -> None:
+    env = clean_env(data_dir, WIDGET_REDIS_URL=redis_server.url, WIDGET_SECRET_KEY=SECRET)
+    server = Serve(env, workers=1)
+    try:
+        server.wait_ready()
+        url = server.url + endorsements_url()
+        assert http("POST", url, json=person(1)).status_code == 201
+        assert redis_server.client().get(f"us:{{{STATEMENT}}}:count") == b"1"
+    finally:
+        assert server.stop() == 0, server.output
+    assert "Embedded Redis" not in server.output
+    assert not data_dir.exists() or not any(data_dir.iterdir())
