@@ -354,8 +354,8 @@ def logout() -> BaseResponse:
     return redirect(url_for("admin.login"), 303)
 
 
-@bp.get("")
 @bp.get("/")
+@bp.get("")
 def overview() -> str:
     statements = [_state(s) for s in get_registry()]
     return render_template("admin/overview.html", statements=statements)
