@@ -181,11 +181,11 @@
     function sourceLabel(s) { return s === 'direct' ? 'Hosted page (direct)' : s.replace(/^https?:\/\//, ''); }
 
     function niceMax(n) {
-      if (n <= 4) return 4;
-      var mag = Math.pow(10, Math.floor(Math.log10(n)));
-      var steps = [1, 2, 2.5, 5, 10];
-      for (var i = 0; i < steps.length; i++) if (steps[i] * mag >= n) return steps[i] * mag;
-      return 10 * mag;
+      /* four whole-number steps of 1, 2 or 5 x 10^k */
+      var raw = Math.max(1, Math.ceil(n / 4));
+      var mag = Math.pow(10, Math.floor(Math.log10(raw)));
+      var step = [1, 2, 5, 10].map(function (f) { return f * mag; }).filter(function (v) { return v >= raw; })[0];
+      return step * 4;
     }
 
     function chart() {
@@ -253,9 +253,9 @@
       if (fresh) tr.classList.add('fresh');
       tr.appendChild(el('td', { class: 'when' }, stamp(e.time)));
       tr.appendChild(el('td', { class: 'name' }, e.name));
-      tr.appendChild(el('td', null, e.country || '—'));
-      tr.appendChild(el('td', null, sourceLabel(e.source)));
-      tr.appendChild(el('td', null, e.public ? 'Yes' : 'No'));
+      tr.appendChild(el('td', { class: 'country' }, e.country || '—'));
+      tr.appendChild(el('td', { class: 'source' }, sourceLabel(e.source)));
+      tr.appendChild(el('td', { class: 'shown' }, e.public ? 'Yes' : 'No'));
       var status = el('td', { class: 'status' });
       if (e.struck) {
         var when = e.struck.at ? ' · ' + stamp(new Date(e.struck.at * 1000).toISOString()).slice(5, 16) : '';
@@ -264,7 +264,7 @@
         status.appendChild(el('span', { class: 'pill ok' }, 'Counted'));
       }
       tr.appendChild(status);
-      var act = el('td', { class: 'num' });
+      var act = el('td', { class: 'num act' });
       var btn = el('button', {
         type: 'button', class: 'btn small ' + (e.struck ? 'ghost' : 'danger'),
         'data-action': e.struck ? 'unstrike' : 'strike', 'data-eid': e.id,
