@@ -6,8 +6,17 @@ commands build the app from the same ``WIDGET_*`` settings and talk to its Redis
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import click
 from flask.cli import ScriptInfo, with_appcontext
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from .statements import StatementRegistry
+    from .store import LogEntry, Store
 
 # The app's modules are imported inside the commands, so `--help` and `serve` stay light.
 
@@ -55,6 +64,162 @@ def count_command(statement_id: str) -> None:
     click.echo(get_store().count(statement_id))
 
 
+def _known_statement(statement_id: str) -> None:
+    from .api import get_registry
+
+    if get_registry().get(statement_id) is None:
+        raise click.ClickException(f"no statement {statement_id!r}")
+
+
+@click.command("export")
+@click.argument("statement_id")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True)
+@with_appcontext
+def export_command(statement_id: str, fmt: str, output: str) -> None:
+    """Write STATEMENT_ID's endorsements (no emails, no IPs) to a CSV or JSON Lines file."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from .db import get_store
+    from .export import export_lines
+
+    _known_statement(statement_id)
+    store = get_store()
+    total = store.log_length(statement_id)
+    with (
+        Progress(
+            TextColumn("[bold]Exporting"), BarColumn(), MofNCompleteColumn(), transient=True
+        ) as progress,
+        open(output, "w", encoding="utf-8", newline="") as handle,
+    ):
+        task = progress.add_task("export", total=total)
+
+        def counted(entries: Iterator[LogEntry]) -> Iterator[LogEntry]:
+            for entry in entries:
+                progress.advance(task)
+                yield entry
+
+        for chunk in export_lines(counted(store.log(statement_id)), fmt):
+            handle.write(chunk)
+    click.echo(f"Wrote {total} endorsements to {output}")
+
+
+@click.command("strike")
+@click.argument("statement_id")
+@click.argument("entry_id")
+@click.option("--reason", default="", help="Why (kept in the record).")
+@with_appcontext
+def strike_command(statement_id: str, entry_id: str, reason: str) -> None:
+    """Strike an endorsement (spam, abuse): it stays in the record, marked struck."""
+    _moderate(statement_id, entry_id, strike=True, reason=reason)
+
+
+@click.command("unstrike")
+@click.argument("statement_id")
+@click.argument("entry_id")
+@with_appcontext
+def unstrike_command(statement_id: str, entry_id: str) -> None:
+    """Restore a struck endorsement."""
+    _moderate(statement_id, entry_id, strike=False, reason="")
+
+
+def _moderate(statement_id: str, entry_id: str, *, strike: bool, reason: str) -> None:
+    from .db import get_store
+
+    _known_statement(statement_id)
+    store = get_store()
+    try:
+        if strike:
+            changed, count = store.strike(statement_id, entry_id, by="cli", reason=reason)
+        else:
+            changed, count = store.unstrike(statement_id, entry_id)
+    except KeyError as exc:
+        raise click.ClickException(f"no endorsement {entry_id!r} in {statement_id!r}") from exc
+    verb = "struck" if strike else "restored"
+    state = verb if changed else f"already {verb}"
+    click.echo(f"{entry_id}: {state}; count is now {count}")
+
+
+@click.command("open")
+@click.argument("statement_id")
+@with_appcontext
+def open_command(statement_id: str) -> None:
+    """Open STATEMENT_ID for new endorsements (its schedule still applies)."""
+    from .db import get_store
+
+    _known_statement(statement_id)
+    get_store().set_closed(statement_id, False)
+    click.echo(f"{statement_id}: open")
+
+
+@click.command("close")
+@click.argument("statement_id")
+@with_appcontext
+def close_command(statement_id: str) -> None:
+    """Close STATEMENT_ID: the API answers 409 and widgets say it is closed."""
+    from .db import get_store
+
+    _known_statement(statement_id)
+    get_store().set_closed(statement_id, True, by="cli")
+    click.echo(f"{statement_id}: closed")
+
+
+@click.command("watch")
+@click.option("--interval", default=1.0, show_default=True, help="Most seconds between redraws.")
+@click.option("--once", is_flag=True, help="Print the table once and exit.")
+@with_appcontext
+def watch_command(interval: float, once: bool) -> None:
+    """A live table of counts per statement and per allied site."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from .api import get_registry
+    from .db import get_store
+
+    store = get_store()
+    registry = get_registry()
+    if once:
+        Console().print(watch_table(store, registry))
+        return
+    pubsub = store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub.psubscribe(store.channel("*"))
+    try:
+        with Live(watch_table(store, registry), auto_refresh=False) as live:
+            while True:
+                # Wake on the first change, then redraw at most once per interval.
+                pubsub.get_message(timeout=interval)
+                while pubsub.get_message(timeout=0.01):
+                    pass
+                live.update(watch_table(store, registry), refresh=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pubsub.close()
+
+
+def watch_table(store: Store, registry: StatementRegistry) -> Table:
+    from rich.table import Table
+
+    table = Table(title="Undersign: live endorsements", title_justify="left")
+    table.add_column("Statement / allied site")
+    table.add_column("Count", justify="right")
+    table.add_column("Goal", justify="right")
+    for statement in registry:
+        stats = store.stats(statement.id)
+        count = int(stats["count"])
+        share = f"{count / statement.goal:.1%}"
+        table.add_row(
+            f"[bold]{statement.id}[/]", f"[bold]{count:,}[/]", f"{share} of {statement.goal:,}"
+        )
+        by_source = sorted(stats["by_source"].items(), key=lambda kv: (-int(kv[1]), kv[0]))
+        for source, n in by_source:
+            if int(n):
+                table.add_row(f"  {source}", f"{int(n):,}", "")
+    return table
+
+
 @click.command("config")
 def config_command() -> None:
     """Print every WIDGET_* setting with its default, as a Markdown table."""
@@ -71,6 +236,12 @@ COMMANDS: list[click.Command] = [
     statements_command,
     count_command,
     config_command,
+    watch_command,
+    export_command,
+    strike_command,
+    unstrike_command,
+    open_command,
+    close_command,
 ]
 
 

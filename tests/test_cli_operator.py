@@ -1,0 +1,110 @@
+"""The operator commands: export, strike/unstrike, open/close, watch, against real Redis."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import ALLY, SECRET, STATEMENT
+
+from widget.cli import main
+
+ENDORSE = f"/api/v1/statements/{STATEMENT}/endorsements"
+EMAILS = [f"Person{i}@Example.org" for i in range(5)]
+
+
+@pytest.fixture
+def run(redis_server, redis_client):
+    env = {
+        "WIDGET_REDIS_URL": redis_server.url,
+        "WIDGET_SECRET_KEY": SECRET,
+        "WIDGET_ALLOWED_ORIGINS": ALLY,
+    }
+
+    def invoke(*args: str) -> str:
+        result = CliRunner(env=env).invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    return invoke
+
+
+@pytest.fixture
+def endorsed(client):
+    for i, email in enumerate(EMAILS):
+        body = {"name": f"Name {i}", "email": email, "consent": True, "country": "KZ"}
+        response = client.post(ENDORSE, json=body, headers={"Origin": ALLY})
+        assert response.status_code == 201
+    return client
+
+
+def test_export_csv_and_jsonl_hold_no_personal_secrets(run, endorsed, redis_client, tmp_path):
+    csv_path = tmp_path / "out.csv"
+    output = run("export", STATEMENT, "--format", "csv", "-o", str(csv_path))
+    assert f"Wrote {len(EMAILS)} endorsements" in output
+    rows = list(csv.DictReader(csv_path.open()))
+    assert sorted(r["name"] for r in rows) == [f"Name {i}" for i in range(len(EMAILS))]
+    assert {r["source"] for r in rows} == {ALLY}
+    assert {r["country"] for r in rows} == {"KZ"}
+
+    jsonl_path = tmp_path / "out.jsonl"
+    run("export", STATEMENT, "--format", "jsonl", "-o", str(jsonl_path))
+    records = [json.loads(line) for line in jsonl_path.read_text().splitlines()]
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+
+    hmacs = [h.decode() for h in redis_client.hkeys(f"us:{{{STATEMENT}}}:seen")]
+    assert len(hmacs) == len(EMAILS)
+    for text in (csv_path.read_text(), jsonl_path.read_text()):
+        for secret in [*EMAILS, *(e.lower() for e in EMAILS), *hmacs, "127.0.0.1"]:
+            assert secret not in text
+
+
+def test_strike_and_unstrike(run, endorsed, tmp_path):
+    path = tmp_path / "out.jsonl"
+    run("export", STATEMENT, "--format", "jsonl", "-o", str(path))
+    entry_id = json.loads(path.read_text().splitlines()[0])["id"]
+
+    assert "count is now 4" in run("strike", STATEMENT, entry_id, "--reason", "spam")
+    assert "already struck" in run("strike", STATEMENT, entry_id)
+    assert run("count", STATEMENT).strip() == "4"
+    run("export", STATEMENT, "--format", "jsonl", "-o", str(path))
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first["struck"] is True and first["struck_by"] == "cli"
+
+    assert "count is now 5" in run("unstrike", STATEMENT, entry_id)
+    assert run("count", STATEMENT).strip() == "5"
+
+
+def test_strike_unknown_entry_is_an_error(redis_server, redis_client):
+    env = {"WIDGET_REDIS_URL": redis_server.url, "WIDGET_SECRET_KEY": SECRET}
+    result = CliRunner(env=env).invoke(main, ["strike", STATEMENT, "1-0"])
+    assert result.exit_code != 0
+    assert "no endorsement" in result.output
+
+
+def test_close_and_open(run, client):
+    run("close", STATEMENT)
+    body = {"name": "A", "email": "a@example.org", "consent": True}
+    closed = client.post(ENDORSE, json=body)
+    assert closed.status_code == 409
+    assert client.get(f"/api/v1/statements/{STATEMENT}").get_json()["open"] is False
+    run("open", STATEMENT)
+    assert client.post(ENDORSE, json=body).status_code == 201
+
+
+def test_watch_once_shows_counts_per_source(run, endorsed):
+    lines = run("watch", "--once").splitlines()
+    statement_line = next(line for line in lines if STATEMENT in line)
+    ally_line = next(line for line in lines if ALLY in line)
+    assert statement_line.split(STATEMENT, 1)[1].split()[1] == "5"
+    assert ally_line.split(ALLY, 1)[1].split()[1] == "5"
+
+
+def test_unknown_statement_is_an_error(redis_server, redis_client, tmp_path: Path):
+    env = {"WIDGET_REDIS_URL": redis_server.url, "WIDGET_SECRET_KEY": SECRET}
+    result = CliRunner(env=env).invoke(main, ["export", "nope", "-o", str(tmp_path / "x.csv")])
+    assert result.exit_code != 0
+    assert "no statement" in result.output
