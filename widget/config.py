@@ -41,6 +41,15 @@ def _to_int(value: Any) -> int:
     return int(value)
 
 
+def _to_seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number of seconds, got {value!r}")
+    seconds = float(value)
+    if not 0 < seconds < 3600:
+        raise ValueError(f"expected seconds between 0 and 3600, got {value!r}")
+    return seconds
+
+
 def _to_str(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -145,6 +154,20 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         _to_str,
         "Public base URL for the links the service hands out (default: from the request).",
+    ),
+    Setting(
+        "EVENTS_HEARTBEAT",
+        15.0,
+        _to_seconds,
+        "Seconds between heartbeat comments on idle event streams (keeps proxies from "
+        "closing them).",
+    ),
+    Setting(
+        "EVENTS_MIN_INTERVAL",
+        0.25,
+        _to_seconds,
+        "Least seconds between two count events of one statement; changes in between are "
+        "coalesced and the last one is always sent.",
     ),
     Setting(
         "METRICS_PUBLIC",

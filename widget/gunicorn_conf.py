@@ -51,6 +51,23 @@ def child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
+def post_worker_init(worker: Any) -> None:
+    # Open event streams never finish by themselves; end them on SIGTERM so a graceful
+    # stop or restart takes moments, not graceful_timeout (browsers reconnect by retry:).
+    import signal
+
+    from widget.live import stop_streams
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        stop_streams()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def when_ready(server: Any) -> None:
     for address in server.cfg.bind:
         base = f"http://{address}"
@@ -77,6 +94,7 @@ SETTING_NAMES = (
     "when_ready",
     "on_starting",
     "child_exit",
+    "post_worker_init",
 )
 
 
