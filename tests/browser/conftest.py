@@ -20,19 +20,9 @@ from typing import Any
 import pytest
 import requests
 from conftest import STATEMENT, gunicorn_env
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page
 from servers import Gunicorn, free_port
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 HOSTILE_CSS = """
 div, p, span, button, input, form, label, section, a, iframe, h1, h2, ul, li {
   font-size: 38px !important; display: inline !important; color: red !important;
@@ -125,21 +115,6 @@ def service(redis_server: Any, host_site: HostSite, tmp_path_factory: pytest.Tem
     HostHandler.policy = f"script-src 'self' {server.url}; frame-src {server.url}; style-src 'self'"
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="session")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-    )
-    yield browser
-    browser.close()
 
 
 @dataclass
