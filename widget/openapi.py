@@ -118,6 +118,35 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/statements/{statement_id}/events": {
+                "get": {
+                    "summary": "Live count as Server-Sent Events",
+                    "description": (
+                        "A `retry:` field and the current count at once, then an event "
+                        '`count` with data `{"id", "count"}` whenever the count changes '
+                        "(coalesced: at most a few per second, the last one always exact), "
+                        "and a comment line as heartbeat while idle."
+                    ),
+                    "parameters": [ID_PARAM],
+                    "responses": {
+                        "200": {
+                            "description": "An endless event stream",
+                            "content": {
+                                "text/event-stream": {
+                                    "schema": {"type": "string"},
+                                    "example": (
+                                        "retry: 3000\nevent: count\n"
+                                        'data: {"id": "dongelek-ystel", "count": 1234}\n\n'
+                                    ),
+                                }
+                            },
+                        },
+                        "403": PROBLEM,
+                        "404": PROBLEM,
+                        "503": PROBLEM,
+                    },
+                }
+            },
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document",
