@@ -32,6 +32,8 @@ import weakref
 from collections.abc import Iterator
 
 from flask import Blueprint, Flask, Response, current_app
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .api import get_statement
 from .metrics import OPEN_STREAMS
@@ -140,9 +142,16 @@ class Hub:
         pattern = self.store.channel("*")
         failures = 0
         while not self.stopping.is_set():
+            connection, kept_retry = None, None
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.psubscribe(pattern)
+                # redis-py would quietly reconnect and resubscribe, and whatever was
+                # published meanwhile would be lost; fail instead, so that _resync runs.
+                connection = pubsub.connection
+                kept_retry = connection.retry if connection is not None else None
+                if connection is not None:
+                    connection.retry = Retry(NoBackoff(), 0)
                 pubsub.get_message(timeout=1.0)  # the psubscribe confirmation
                 with self.lock:
                     self.epoch += 1
@@ -166,6 +175,8 @@ class Hub:
                 failures += 1
                 self.stopping.wait(delay)
             finally:
+                if connection is not None and kept_retry is not None:
+                    connection.retry = kept_retry  # it goes back to the shared pool
                 with contextlib.suppress(Exception):  # the connection is gone anyway
                     pubsub.close()
 

@@ -1,0 +1,117 @@
+"""The live hub in one process against real Redis: coalescing, the cache, resync, streams."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from redis import Redis
+
+from widget.live import HEARTBEAT, Hub, encode_count, stream
+from widget.store import Store
+
+STATEMENT = "dongelek-ystel"
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def store(redis_client: Redis) -> Store:
+    return Store(redis_client)
+
+
+@pytest.fixture
+def hub(redis_client: Redis, store: Store) -> Iterator[Hub]:
+    hub = Hub(redis_client, store, [STATEMENT, "other"], min_interval=0.2)
+    yield hub
+    hub.stop()
+
+
+def test_an_event_is_one_sse_frame() -> None:
+    frame = encode_count(STATEMENT, 1234)
+    assert frame == b'event: count\ndata: {"id": "dongelek-ystel", "count": 1234}\n\n'
+
+
+def test_a_burst_sends_the_first_change_at_once_and_the_last_exactly(hub: Hub) -> None:
+    channel = hub.channels[STATEMENT]
+    for count in range(1, 51):
+        hub._changed(STATEMENT, count)
+    assert (channel.version, channel.count) == (1, 1)  # the first change did not wait
+    wait_until(lambda: channel.count == 50)
+    assert channel.version == 2  # 49 changes in one interval became one event
+    assert channel.payload == encode_count(STATEMENT, 50)
+    hub._changed(STATEMENT, 50)
+    time.sleep(0.3)
+    assert channel.version == 2  # the same count again is not news
+    assert hub.channels["other"].version == 0  # other statements are untouched
+
+
+def test_unknown_statements_and_garbage_messages_are_ignored(hub: Hub) -> None:
+    hub._on_message(b"us:{nope}:events", b"3")
+    hub._on_message(b"us:{dongelek-ystel}:events", b"not a number")
+    hub._on_message(b"garbage", b"3")
+    assert "nope" not in hub.channels
+    assert hub.channels[STATEMENT].version == 0
+
+
+def test_stream_sends_retry_and_count_then_changes_heartbeats_and_ends_on_stop(hub: Hub) -> None:
+    channel = hub.channels[STATEMENT]
+    hub._changed(STATEMENT, 7)
+    body = stream(channel, channel.version, heartbeat=0.05, stopping=hub.stopping)
+    first = next(body)
+    assert first.startswith(b"retry: ") and first.endswith(encode_count(STATEMENT, 7))
+    assert next(body) == HEARTBEAT  # nothing changed within the heartbeat
+    time.sleep(0.25)
+    hub._changed(STATEMENT, 8)
+    assert next(body) == encode_count(STATEMENT, 8)
+    hub.stop()
+    assert list(body) == []
+
+
+def test_a_slow_viewer_skips_to_the_newest_count(hub: Hub) -> None:
+    channel = hub.channels[STATEMENT]
+    hub._changed(STATEMENT, 1)
+    body = stream(channel, channel.version, heartbeat=5, stopping=hub.stopping)
+    next(body)
+    for count in (2, 3, 4):
+        time.sleep(0.21)
+        hub._changed(STATEMENT, count)
+    wait_until(lambda: channel.count == 4)
+    assert next(body) == encode_count(STATEMENT, 4)  # not 2, then 3, then 4
+
+
+def test_subscription_feeds_the_cache_so_viewers_do_not_read_redis(
+    hub: Hub, store: Store, redis_client: Redis
+) -> None:
+    redis_client.set(store.key(STATEMENT, "count"), 10)
+    hub.ensure_running()
+    wait_until(lambda: hub.subscribed)
+    channel, version = hub.snapshot(STATEMENT)  # no count cached yet: read from Redis
+    assert channel.count == 10 and channel.version == version
+    redis_client.publish(store.channel(STATEMENT), 11)
+    wait_until(lambda: channel.count == 11)
+    redis_client.set(store.key(STATEMENT, "count"), 99)  # behind the hub's back
+    assert hub.snapshot(STATEMENT)[0].count == 11  # from the cache, no Redis read
+    assert len(redis_client.client_list(_type="pubsub")) == 1
+
+
+def test_after_losing_the_subscription_the_hub_resyncs_moved_counts(
+    hub: Hub, store: Store, redis_client: Redis
+) -> None:
+    hub.ensure_running()
+    wait_until(lambda: hub.subscribed)
+    hub.snapshot(STATEMENT)
+    channel = hub.channels[STATEMENT]
+    assert channel.count == 0
+    redis_client.client_kill_filter(_type="pubsub")
+    redis_client.set(store.key(STATEMENT, "count"), 42)  # changed while nobody listened
+    wait_until(lambda: channel.count == 42, timeout=5)
+    wait_until(lambda: hub.subscribed)
+    redis_client.publish(store.channel(STATEMENT), 43)
+    wait_until(lambda: channel.count == 43)
