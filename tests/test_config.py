@@ -202,3 +202,9 @@ def test_allowlist_from_environment_reaches_cors(
     client = create_app().test_client()
     response = client.get(f"/api/v1/statements/{STATEMENT}/count", headers={"Origin": ALLY})
     assert response.headers["Access-Control-Allow-Origin"] == ALLY
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = {line.split("|")[1].strip(" `") for line in readme.splitlines() if "| `WIDGET_" in line}
+    assert {s.env for s in SETTINGS} <= rows
