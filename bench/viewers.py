@@ -155,11 +155,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds every process on the machine has used since boot (all cores)."""
+def machine_cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used since boot on all cores: (processes, interrupts).
+
+    Interrupt time is mostly the kernel's loopback TCP work (softirq), which Linux charges
+    to no process.
+    """
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + steal) / CLOCK_TICKS, (irq + softirq) / CLOCK_TICKS
 
 
 def memory_kb(pid: int) -> tuple[int, int]:
@@ -768,6 +772,7 @@ class Level:
     behind_after_grace: int
     per_update: list[tuple[float, float, float]]  # (first, median, last) receipt latency
     released: str
+    own_server: bool
     redis_clients: tuple[int | None, int | None]  # before and after the ramp
 
     @property
@@ -804,7 +809,8 @@ class Level:
 def process_cpu(
     servers: Servers, clients: list[multiprocessing.process.BaseProcess]
 ) -> dict[str, float]:
-    cpu: dict[str, float] = {"machine": machine_busy_seconds(), "bench": cpu_seconds(os.getpid())}
+    machine, interrupts = machine_cpu_seconds()
+    cpu = {"machine": machine, "softirq": interrupts, "bench": cpu_seconds(os.getpid())}
     for n, pid in enumerate(servers.workers(), 1):
         cpu[f"worker {n}"] = cpu_seconds(pid)
     if servers.gunicorn_pid:
@@ -995,6 +1001,7 @@ def run_level(
         behind_after_grace=behind,
         per_update=per_update,
         released=released,
+        own_server=servers.gunicorn_pid is not None,
         redis_clients=redis_clients,
     )
 
@@ -1036,32 +1043,37 @@ def describe(level: Level, args: argparse.Namespace) -> None:
         f"initial count event: {r.established} got it ({initial_right} with the stored count "
         f"{level.initial_expected}), {r.failed} did not"
     )
-    mb = 1024
+    kib = 1024
     workers = len(level.sockets_per_worker)
-    print(
-        f"server memory with the viewers connected: RSS {level.rss_kb / mb:.0f} MB "
-        f"(idle before the level: {level.rss_idle_kb / mb:.0f} MB), PSS {level.pss_kb / mb:.0f} MB "
-        f"(master + {workers} workers); "
-        f"streams per worker {level.sockets_per_worker}"
-    )
-    if level.rss_kb > level.rss_idle_kb:
+    if level.own_server:
+        print(
+            f"server memory with the viewers connected: RSS {level.rss_kb / kib:.0f} MB (idle "
+            f"before the level: {level.rss_idle_kb / kib:.0f} MB), PSS {level.pss_kb / kib:.0f} MB "
+            f"(master + {workers} workers); streams per worker {level.sockets_per_worker}"
+        )
+    else:
+        print("server memory and CPU: not measured (a server the bench did not start)")
+    if level.own_server and level.rss_kb > level.rss_idle_kb:
         per_viewer = (level.rss_kb - level.rss_idle_kb) * 1024 / level.viewers
         print(f"  ~{per_viewer / 1024:.1f} kB RSS per viewer")
     before, after = level.redis_clients
     if before is not None:
         print(f"Redis clients connected: {before} before the ramp, {after} after it")
     cores = os.cpu_count() or 1
-    ramp = {k: v for k, v in level.cpu_ramp.items() if k != "machine"}
-    others = level.cpu_ramp.get("machine", 0.0) - sum(ramp.values())
+    ramp = {k: v for k, v in level.cpu_ramp.items() if k not in ("machine", "softirq")}
+    others = level.cpu_ramp["machine"] - sum(ramp.values())
+    ramp["kernel softirq (loopback TCP)"] = level.cpu_ramp["softirq"]
     print(
         "CPU during the ramp: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in ramp.items())
-        + f"; everything else on the machine {max(0.0, others):.1f} s"
+        + f"; other processes {max(0.0, others):.1f} s"
     )
     if level.updates:
-        used = {k: v for k, v in level.cpu_publish.items() if k != "machine"}
-        others = max(0.0, level.cpu_publish.get("machine", 0.0) - sum(used.values()))
-        used["everything else"] = others
+        used = {k: v for k, v in level.cpu_publish.items() if k not in ("machine", "softirq")}
+        others = max(0.0, level.cpu_publish["machine"] - sum(used.values()))
+        used["kernel softirq"] = level.cpu_publish["softirq"]
+        other = "other processes" if level.own_server else "other processes (server included)"
+        used[other] = others
         per = ", ".join(
             f"{k} {v / level.updates * 1000:.0f} ms ({v / level.publish_seconds * 100:.0f}%)"
             for k, v in used.items()
@@ -1070,7 +1082,7 @@ def describe(level: Level, args: argparse.Namespace) -> None:
             f"CPU per update ({level.updates} updates over {level.publish_seconds:.1f} s; "
             f"% of one core, {cores} cores): {per}"
         )
-        if others / level.publish_seconds > 0.1 * cores:
+        if level.own_server and others / level.publish_seconds > 0.1 * cores:
             print(
                 "WARNING: other processes used "
                 f"{others / level.publish_seconds / cores * 100:.0f}% of the machine during "
@@ -1111,6 +1123,10 @@ def describe(level: Level, args: argparse.Namespace) -> None:
     print(f"after the level: {level.released}")
 
 
+def mb(kb: int) -> str:
+    return f"{kb / 1024:.0f}"
+
+
 def verdict(met: bool | None) -> str:
     return "-" if met is None else ("met" if met else "NOT met")
 
@@ -1130,7 +1146,8 @@ def summary(levels: list[Level]) -> int:
             f"{sum(r.final_wrong.values()):>7}{len(s):>9}"
             f"{ms(percentile(s, 0.5)):>8}{ms(percentile(s, 0.9)):>8}"
             f"{ms(percentile(s, 0.99)):>8}{ms(s[-1] if s else None):>8}"
-            f"{level.rss_kb / 1024:>8.0f}{level.pss_kb / 1024:>8.0f}"
+            f"{mb(level.rss_kb) if level.own_server else '-':>8}"
+            f"{mb(level.pss_kb) if level.own_server else '-':>8}"
             f"  {goal:<14}{verdict(level.met)}"
         )
     print()
