@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 
 import pytest
 import requests
 from axe_playwright_python.sync_playwright import Axe
 from conftest import STATEMENT
+from servers import wait_for
+
+from widget.store import Store
 
 from .browser_helpers import api_count, endorse_via_api, widget_frame
 
@@ -218,19 +223,23 @@ def test_not_allowlisted_origin_cannot_frame_the_widget(new_page, host_site, ser
     assert re.search(rf"frame-ancestors 'self' {re.escape(host_site.origin)}$", policy)
 
 
-def test_count_follows_endorsements_made_elsewhere(new_page, host_site, service, console):
+def test_count_follows_endorsements_made_elsewhere(
+    new_page, host_site, service, console, redis_client
+):
+    sync_live_hubs(service, redis_client)  # defined below
     url = host_site.page("live", host_site.snippet(**{"data-layout": "counter"}))
     page = new_page()
     page.goto(url)
     frame = widget_frame(page)
     assert frame.get_attribute("[data-count]", "data-count") == "0"
     endorse_via_api(service, name="Elsewhere", email="elsewhere@example.org")
-    # A live event when the stream exists, else the 5-second poll with ETag.
-    frame.wait_for_selector('[data-count="1"]', timeout=8_000)
+    # The live event stream carries it; the 5-second poll would be too late.
+    frame.wait_for_selector('[data-count="1"]', timeout=2_000)
     assert " ".join(frame.inner_text(".badge .total").split()) == "1 endorsement"
     width = page.eval_on_selector("iframe", "f => f.getBoundingClientRect().width")
     assert 80 < width < 400  # the badge sized its iframe
     assert console.problems(service.url) == []
+    assert stream_errors(console.errors) == []  # strict now that /events exists
 
 
 def test_compact_opens_the_form_then_endorses(new_page, host_site, service):
@@ -272,3 +281,62 @@ def test_hosted_page_endorses_in_place_with_javascript(new_page, service):
     assert page.url.endswith("?lang=fr")  # no navigation: the script used the API
     assert "Votre soutien a bien été compté." in page.inner_text("#done")
     assert api_count(service) == 1
+
+
+def stream_errors(errors: list[str]) -> list[str]:
+    return [e for e in errors if "EventSource" in e or "/events" in e or "404" in e]
+
+
+def streamed_count(service) -> int:
+    """The count a new viewer's event stream starts with."""
+    url = f"{service.url}/api/v1/statements/{STATEMENT}/events"
+    with requests.get(url, stream=True, timeout=5) as response:
+        for line in response.iter_lines():
+            if line.startswith(b"data:"):
+                count: int = json.loads(line[5:])["count"]
+                return count
+    raise AssertionError("the stream ended before its first count")
+
+
+def sync_live_hubs(service, redis_client) -> None:
+    """The session's gunicorn outlives each test's FLUSHALL, and its live hubs keep serving
+    the count they last saw; publish the stored count as the store does after a change,
+    then wait until new streams start with it."""
+    count = api_count(service)
+    redis_client.publish(Store(redis_client).channel(STATEMENT), count)
+    wait_for(
+        lambda: all(streamed_count(service) == count for _ in range(4)),
+        timeout=5,
+        what=f"streams to start at {count}",
+    )
+
+
+def test_live_count_comes_over_the_event_stream_within_a_second(
+    new_page, host_site, service, console, redis_client
+):
+    sync_live_hubs(service, redis_client)
+    requested: list[str] = []
+    url = host_site.page("live-stream", host_site.snippet(**{"data-layout": "counter"}))
+    page = new_page()
+    page.on("request", lambda r: requested.append(f"{r.resource_type} {r.url}"))
+    events = f"{service.url}/api/v1/statements/{STATEMENT}/events"
+    with page.expect_response(lambda r: r.url == events) as opened:
+        page.goto(url)
+    stream = opened.value
+    assert stream.status == 200
+    assert stream.request.resource_type == "eventsource"
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    frame = widget_frame(page)
+    assert frame.get_attribute("[data-count]", "data-count") == "0"
+
+    endorse_via_api(service, name="Far Away", email="far.away@example.org")
+    posted = time.monotonic()
+    frame.wait_for_selector('[data-count="1"]', timeout=3_000)
+    elapsed = time.monotonic() - posted
+    assert elapsed < 1.0, f"the count moved {elapsed:.2f}s after the POST"
+    assert frame.get_attribute("[data-count]", "data-count") == "1"
+    # Polling never ran (it starts only when the stream fails), so it cannot explain that.
+    assert [r for r in requested if r.endswith("/count")] == []
+    assert [r for r in requested if "/events" in r] == [f"eventsource {events}"]
+    assert stream_errors(console.errors) == []
+    assert console.problems(service.url) == []
