@@ -453,11 +453,6 @@ def test_open_streams_gauge_follows_viewers(
 # -- known gap ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="live.Hub.snapshot answers new viewers from its cache without reading Redis, so a "
-    "count changed outside the scripts' PUBLISH (FLUSHALL, a restored key) stays wrong",
-)
 def test_a_new_stream_starts_with_the_stored_count_after_an_out_of_band_change(
     start_gunicorn: Callable[..., Gunicorn],
     open_stream: Callable[..., EventStream],

@@ -7,8 +7,8 @@ a heartbeat comment every ``WIDGET_EVENTS_HEARTBEAT`` seconds.
 How it scales to thousands of viewers per process:
 
 * One ``Hub`` per process holds a single ``PSUBSCRIBE`` on every statement's channel,
-  read by one background thread (a greenlet under gevent workers). Viewers never talk
-  to Redis after their first count, which usually comes from the hub's cache.
+  read by one background thread (a greenlet under gevent workers). A viewer reads its
+  first count from Redis once; after that, nothing per viewer touches Redis.
 * Each statement has a ``Channel``: the latest count, its event already encoded as
   bytes, a version number and an ``Event`` that is swapped on every change. A viewer
   waits on that event, then sends whatever bytes are current, so a slow viewer skips
@@ -93,9 +93,6 @@ class Hub:
         self.min_interval = min_interval
         self.channels = {sid: Channel(sid) for sid in statement_ids}
         self.lock = threading.Lock()
-        # Bumped on every (re)subscription; a count read from Redis may only seed the
-        # cache when no subscription was lost or made between the read and the seeding.
-        self.epoch = 0
         self.subscribed = False
         self._last_sent: dict[str, float] = {}
         self._scheduled: set[str] = set()
@@ -119,22 +116,18 @@ class Hub:
     def snapshot(self, statement_id: str) -> tuple[Channel, int]:
         """The channel and the version of the first event a new viewer gets.
 
-        Reads Redis only when the hub has no trustworthy count yet; a Redis error
-        propagates, so the viewer gets a 503 problem before the stream starts.
+        The count is read from Redis (one GET per new viewer, never per event): the
+        cache only knows what was published, and a count changed behind the scripts'
+        back (a restored backup, a flushed database) must not greet new viewers stale.
+        A Redis error propagates, so the viewer gets a 503 problem, not a stream.
         """
         channel = self.channels[statement_id]
-        with self.lock:
-            if self.subscribed and channel.count is not None:
-                return channel, channel.version
-            epoch = self.epoch if self.subscribed else -1
-            version = channel.version
+        version = channel.version
         count = self.store.count(statement_id)
         with self.lock:
-            if channel.version == version:
-                if epoch == self.epoch and self.subscribed:
-                    channel.publish(count)  # nobody else can be waiting on a newer count
-                elif channel.count is None or channel.count != count:
-                    channel.publish(count)
+            # A newer count may have been published meanwhile: then that one stands.
+            if channel.version == version and channel.count != count:
+                channel.publish(count)
             return channel, channel.version
 
     # -- the subscriber --------------------------------------------------------------
@@ -154,7 +147,6 @@ class Hub:
                     connection.retry = Retry(NoBackoff(), 0)
                 pubsub.get_message(timeout=1.0)  # the psubscribe confirmation
                 with self.lock:
-                    self.epoch += 1
                     self.subscribed = True
                 if failures:
                     log.info("live: subscribed to %s again", pattern)
@@ -166,11 +158,11 @@ class Hub:
                     message = pubsub.get_message(timeout=5.0)
                     if message is not None and message.get("type") == "pmessage":
                         self._on_message(message["channel"], message["data"])
-            except Exception:  # any failure means: resubscribe later
+            except Exception as exc:  # any failure means: resubscribe later
                 with self.lock:
                     self.subscribed = False
                 if failures == 0:
-                    log.warning("live: lost the Redis subscription; retrying", exc_info=True)
+                    log.warning("live: lost the Redis subscription (%s); retrying", exc)
                 delay = RECONNECT_BACKOFF[min(failures, len(RECONNECT_BACKOFF) - 1)]
                 failures += 1
                 self.stopping.wait(delay)
