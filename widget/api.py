@@ -143,10 +143,10 @@ def endorsement_source(claimed: str) -> str:
     """
     origin = request.headers.get("Origin")
     allowlist = get_allowlist()
-    if origin and not is_own_origin(origin) and allowlist.allows(origin):
+    if origin and allowlist.allows(origin) and not is_own_origin(origin):
         return normalize_origin(origin) or "direct"
     claimed_origin = normalize_origin(claimed) if claimed else None
-    if claimed_origin and not is_own_origin(claimed_origin) and allowlist.allows(claimed_origin):
+    if claimed_origin and allowlist.allows(claimed_origin) and not is_own_origin(claimed_origin):
         return claimed_origin
     return "direct"
 
