@@ -16,7 +16,11 @@ The load generator is ``wrk`` (Debian package ``wrk``; POST bodies come from
 weaker and mostly measures itself. Prints requests/s and the ratios, with the targets:
 count >= 85% of hello, endorse >= 45% of hello.
 
-    python bench/api.py [--duration 8] [--connections 64] [--workers N] [--python-client]
+    python bench/api.py [--duration 8] [--connections 64] [--workers N] [--rounds 1]
+                        [--python-client]
+
+On a machine where other work runs, ``--rounds 3`` repeats the three phases one after
+another and computes the ratios from each phase's best round (noise only slows).
 
 Every answer that is not 2xx is reported (wrk counts statuses >= 400; none of these
 routes answers 3xx here). After the endorse phase the bench checks that the count in
@@ -328,6 +332,12 @@ def main() -> int:
         help="gunicorn workers for every phase (default: widget.gunicorn_conf's own)",
     )
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the three phases; the ratios use each phase's best (for a busy machine)",
+    )
     args = parser.parse_args()
 
     import redis
@@ -347,8 +357,9 @@ def main() -> int:
     )
 
     def measure(
-        server: Server, method: str, path: str, before: Callable[[], None] = lambda: None
-    ) -> Result:
+        server: Server, method: str, path: str, before: Callable[[], int] = lambda: 0
+    ) -> tuple[Result, int]:
+        """Warm up, then ``before()`` (its answer is returned too), then the measured run."""
         script = BENCH_DIR / "endorse.lua" if method == "POST" else None
         url = f"http://127.0.0.1:{server.port}{path}"
 
@@ -359,15 +370,16 @@ def main() -> int:
 
         load(args.warmup)
         time.sleep(1)  # let the warm-up's requests still in flight finish
-        before()
+        snapshot = before()
         cpu_before = group_cpu_seconds(server.pgid)
         result = load(args.duration)
         cpu_after = group_cpu_seconds(server.pgid)
-        if cpu_before is None or cpu_after is None or not result.requests:
-            return result
-        return replace(result, server_cpu_us=(cpu_after - cpu_before) / result.requests * 1e6)
+        if cpu_before is not None and cpu_after is not None and result.requests:
+            cpu_us = (cpu_after - cpu_before) / result.requests * 1e6
+            result = replace(result, server_cpu_us=cpu_us)
+        return result, snapshot
 
-    results: dict[str, Result] = {}
+    rounds: list[dict[str, Result]] = []
     checks: list[tuple[bool, str]] = []
     with tempfile.TemporaryDirectory(prefix="undersign-bench-") as tmp:
         folder = Path(tmp)
@@ -384,70 +396,80 @@ def main() -> int:
                 "WIDGET_ALLOWED_ORIGINS": ALLY,
                 "WIDGET_ENDORSE_LIMIT": ENDORSE_LIMIT,
             }
-            with gunicorn("hello_app:app", {}, workers, log) as server:
-                assert http_status(server.port, "GET", "/") == 200
-                results["hello"] = measure(server, "GET", "/")
-                print(f"  hello   {results['hello'].requests_per_s:8.0f} req/s", flush=True)
-            with gunicorn("widget:create_app()", app_env, workers, log) as server:
-                assert http_status(server.port, "GET", COUNT_PATH) == 200
-                results["count"] = measure(server, "GET", COUNT_PATH)
-                print(f"  count   {results['count'].requests_per_s:8.0f} req/s", flush=True)
-            with gunicorn("widget:create_app()", app_env, workers, log) as server:
-                body = '{"name":"Check","email":"check@example.org","consent":true}'
-                assert http_status(server.port, "POST", ENDORSE_PATH, body) == 201
-                assert http_status(server.port, "POST", ENDORSE_PATH, body) == 200  # duplicate
-                start = [0]
-                results["endorse"] = measure(
-                    server, "POST", ENDORSE_PATH, lambda: start.__setitem__(0, stored())
-                )
-                print(f"  endorse {results['endorse'].requests_per_s:8.0f} req/s", flush=True)
-                time.sleep(1)  # let requests still in flight when wrk stopped finish
-                endorse = results["endorse"]
-                rose = stored() - start[0]
-                checks.append(
-                    (
-                        endorse.ok <= rose <= endorse.ok + args.connections,
-                        f"count in Redis rose by {rose} during the measured endorse run for "
-                        f"{endorse.ok} 2xx answers (at most {args.connections} more may have "
-                        "been in flight when the load stopped)",
+            for number in range(1, args.rounds + 1):
+                results: dict[str, Result] = {}
+                rounds.append(results)
+                with gunicorn("hello_app:app", {}, workers, log) as server:
+                    assert http_status(server.port, "GET", "/") == 200
+                    results["hello"], _ = measure(server, "GET", "/")
+                with gunicorn("widget:create_app()", app_env, workers, log) as server:
+                    assert http_status(server.port, "GET", COUNT_PATH) == 200
+                    results["count"], _ = measure(server, "GET", COUNT_PATH)
+                with gunicorn("widget:create_app()", app_env, workers, log) as server:
+                    body = f'{{"name":"Check","email":"check-{number}@example.org","consent":true}}'
+                    assert http_status(server.port, "POST", ENDORSE_PATH, body) == 201
+                    assert http_status(server.port, "POST", ENDORSE_PATH, body) == 200  # dup
+                    results["endorse"], start = measure(server, "POST", ENDORSE_PATH, stored)
+                    time.sleep(1)  # let requests still in flight when the load stopped finish
+                    endorse = results["endorse"]
+                    rose = stored() - start
+                    checks.append(
+                        (
+                            endorse.ok <= rose <= endorse.ok + args.connections,
+                            f"round {number}: the count in Redis rose by {rose} during the "
+                            f"measured endorse run for {endorse.ok} 2xx answers (at most "
+                            f"{args.connections} more may have been in flight at the end)",
+                        )
                     )
+                print(
+                    f"  round {number}: "
+                    + ", ".join(f"{k} {r.requests_per_s:.0f} req/s" for k, r in results.items()),
+                    flush=True,
                 )
-                windows = [client.llen(key) for key in client.scan_iter(LIMIT_KEYS)]
-                checks.append(
-                    (
-                        len(windows) == 2 and all(n == stored() + 1 for n in windows),
-                        f"rate limiter: {len(windows)} windows for the one bench client, "
-                        f"holding {windows} hits for {stored()} endorsements counted + 1 "
-                        "duplicate",
-                    )
+            # Every POST went through the limiter: each endorsement counted, plus one
+            # duplicate per round.
+            windows = [client.llen(key) for key in client.scan_iter(LIMIT_KEYS)]
+            expected = stored() + args.rounds
+            checks.append(
+                (
+                    len(windows) == 2 and all(n == expected for n in windows),
+                    f"rate limiter: {len(windows)} windows for the one bench client, holding "
+                    f"{windows} hits for {stored()} endorsements counted + {args.rounds} "
+                    "duplicate(s)",
                 )
+            )
         tracebacks = log.read_text(errors="replace").count("Traceback")
         checks.append((tracebacks == 0, f"tracebacks in the gunicorn logs: {tracebacks}"))
 
     print(
-        f"\n{'phase':<9}{'req/s':>10}{'requests':>10}{'non-2xx':>9}{'sock err':>9}"
+        f"\n{'phase':<11}{'req/s':>8}{'requests':>10}{'non-2xx':>9}{'sock err':>9}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'server CPU us/req':>19}"
     )
-    for name, result in results.items():
-        p50 = f"{result.p50_ms:.1f}" if result.p50_ms is not None else "-"
-        p99 = f"{result.p99_ms:.1f}" if result.p99_ms is not None else "-"
-        cpu = f"{result.server_cpu_us:.0f}" if result.server_cpu_us is not None else "-"
-        print(
-            f"{name:<9}{result.requests_per_s:>10.0f}{result.requests:>10}"
-            f"{result.non_2xx:>9}{result.socket_errors:>9}{p50:>9}{p99:>9}{cpu:>19}"
-        )
-    hello = results["hello"].requests_per_s
+    for number, results in enumerate(rounds, 1):
+        for name, result in results.items():
+            label = f"{name}" if args.rounds == 1 else f"{name} #{number}"
+            p50 = f"{result.p50_ms:.1f}" if result.p50_ms is not None else "-"
+            p99 = f"{result.p99_ms:.1f}" if result.p99_ms is not None else "-"
+            cpu = f"{result.server_cpu_us:.0f}" if result.server_cpu_us is not None else "-"
+            print(
+                f"{label:<11}{result.requests_per_s:>8.0f}{result.requests:>10}"
+                f"{result.non_2xx:>9}{result.socket_errors:>9}{p50:>9}{p99:>9}{cpu:>19}"
+            )
+    # Other work on the machine only ever slows a phase down: compare each phase's best.
+    best = {name: max(results[name].requests_per_s for results in rounds) for name in rounds[0]}
     print()
+    if args.rounds > 1:
+        print("best of each phase: " + ", ".join(f"{k} {v:.0f} req/s" for k, v in best.items()))
     missed = False
     for name, target in TARGETS.items():
-        ratio = results[name].requests_per_s / hello
+        ratio = best[name] / best["hello"]
         verdict = "ok" if ratio >= target else "MISSED"
         missed |= ratio < target
-        print(f"{name}/hello = {ratio:.2f}   (target >= {target:.2f})  {verdict}")
+        print(f"{name}/hello = {ratio:.3f}   (target >= {target:.2f})  {verdict}")
     print()
     for passed, text in checks:
         print(f"{'ok    ' if passed else 'FAILED'} {text}")
-    failed = any(r.non_2xx or r.socket_errors for r in results.values())
+    failed = any(r.non_2xx or r.socket_errors for results in rounds for r in results.values())
     if failed:
         print("WARNING: some requests failed; the figures above are not comparable.")
     if failed or not all(passed for passed, _ in checks):
