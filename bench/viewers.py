@@ -481,6 +481,7 @@ class ClientResult:
     missing: dict[int, int] = field(default_factory=dict)  # update -> viewers never saw it
     skipped: int = 0  # samples where a later count arrived without this exact one
     floor: list[float] = field(default_factory=list)  # a plain Redis subscriber's latencies
+    bad_answers: list[bytes] = field(default_factory=list)  # the first non-200 responses
 
 
 class Viewers:
@@ -620,6 +621,8 @@ class Viewers:
                 self.drop(i, rst=True)
                 self.state[i] = FAILED
                 self.result.errors[f"HTTP {status}"] += 1
+                if len(self.result.bad_answers) < 2:
+                    self.result.bad_answers.append(buf[:700])
                 return
         last = self.last[i]
         for match in COUNT_RE.finditer(buf):
@@ -1020,6 +1023,7 @@ def merge(into: ClientResult, part: ClientResult) -> None:
     into.heartbeats += part.heartbeats
     into.skipped += part.skipped
     into.floor.extend(part.floor)
+    into.bad_answers.extend(part.bad_answers[: max(0, 2 - len(into.bad_answers))])
     for c, values in part.latencies.items():
         into.latencies.setdefault(c, array("d")).extend(values)
     for c, n in part.missing.items():
@@ -1038,6 +1042,8 @@ def describe(level: Level, args: argparse.Namespace) -> None:
     )
     if r.errors:
         print(f"socket outcomes other than success: {dict(r.errors)}")
+    for answer in r.bad_answers:
+        print(f"  a non-200 answer: {answer!r}")
     initial_right = r.initial_counts[level.initial_expected]
     print(
         f"initial count event: {r.established} got it ({initial_right} with the stored count "
