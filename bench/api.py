@@ -232,7 +232,12 @@ def _ms(text: str) -> float:
 def run_wrk(
     url: str, duration: float, connections: int, threads: int, script: Path | None = None
 ) -> Result:
-    command = ["wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s"]
+    # A slow answer is an answer: wrk's default 2 s timeout would count it as a socket error
+    # (at saturation the hello phase has a few answers slower than that).
+    command = [
+        "wrk", "--latency", "--timeout", "10s",
+        f"-t{threads}", f"-c{connections}", f"-d{duration:g}s",
+    ]  # fmt: skip
     if script is not None:
         command += ["-s", str(script)]
     env = {**os.environ, "BENCH_ORIGIN": ALLY, "BENCH_RUN": str(time.time_ns())}
@@ -438,8 +443,12 @@ def main() -> int:
                     "duplicate(s)",
                 )
             )
-        tracebacks = log.read_text(errors="replace").count("Traceback")
+        log_text = log.read_text(errors="replace")
+        tracebacks = log_text.count("Traceback")
         checks.append((tracebacks == 0, f"tracebacks in the gunicorn logs: {tracebacks}"))
+        if tracebacks:
+            first = log_text.index("Traceback")
+            print("\nThe first traceback in the gunicorn logs:\n" + log_text[first : first + 3000])
 
     print(
         f"\n{'phase':<11}{'req/s':>8}{'requests':>10}{'non-2xx':>9}{'sock err':>9}"
