@@ -618,11 +618,14 @@ class Viewers:
             status = int(match.group(1)) if match else 0
             self.result.statuses[status] += 1
             if status != 200:
+                if len(self.result.bad_answers) < 2:  # with its body, for the report
+                    with contextlib.suppress(OSError):
+                        sock.settimeout(0.3)
+                        buf += sock.recv(4096)
+                    self.result.bad_answers.append(buf[:1200])
                 self.drop(i, rst=True)
                 self.state[i] = FAILED
                 self.result.errors[f"HTTP {status}"] += 1
-                if len(self.result.bad_answers) < 2:
-                    self.result.bad_answers.append(buf[:700])
                 return
         last = self.last[i]
         for match in COUNT_RE.finditer(buf):
