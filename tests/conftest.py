@@ -81,11 +81,16 @@ def base_config(redis_server: RedisServer, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_app(redis_server: RedisServer, redis_client: Redis) -> Callable[..., Flask]:
-    def factory(**overrides: Any) -> Flask:
-        return create_app(base_config(redis_server, **overrides))
+def make_app(redis_server: RedisServer, redis_client: Redis) -> Iterator[Callable[..., Flask]]:
+    apps: list[Flask] = []
 
-    return factory
+    def factory(**overrides: Any) -> Flask:
+        apps.append(create_app(base_config(redis_server, **overrides)))
+        return apps[-1]
+
+    yield factory
+    for app in apps:  # end each app's live-count subscriber thread
+        app.extensions["undersign.live"].stop()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from redis import Redis
 
-from widget.live import HEARTBEAT, Hub, encode_count, stream
+from widget.live import COUNT_MAX_AGE, HEARTBEAT, Hub, encode_count, stream
 from widget.store import Store
 
 STATEMENT = "dongelek-ystel"
@@ -118,3 +118,21 @@ def test_after_losing_the_subscription_the_hub_resyncs_moved_counts(
     wait_until(lambda: hub.subscribed)
     redis_client.publish(store.channel(STATEMENT), 43)
     wait_until(lambda: channel.count == 43)
+
+
+def test_count_reads_lag_at_most_a_second_and_go_to_redis_without_a_subscription(
+    hub: Hub, store: Store, redis_client: Redis
+) -> None:
+    key = store.key(STATEMENT, "count")
+    redis_client.set(key, 5)
+    assert hub.count(STATEMENT) == 5  # not subscribed yet: straight from Redis
+    wait_until(lambda: hub.subscribed)
+    redis_client.publish(store.channel(STATEMENT), 6)
+    wait_until(lambda: hub.count(STATEMENT) == 6)  # a published change lands at once
+    redis_client.set(key, 40)  # behind the scripts' back
+    assert hub.count(STATEMENT) == 6  # served from memory, no Redis round trip ...
+    started = time.monotonic()
+    wait_until(lambda: hub.count(STATEMENT) == 40)
+    assert time.monotonic() - started <= COUNT_MAX_AGE + 0.1  # ... for at most a second
+    hub.heard(STATEMENT, 41)  # this process's own write shows in its next read
+    assert hub.count(STATEMENT) == 41

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 from flask import (
     Blueprint,
     Flask,
+    Request,
     Response,
     current_app,
     jsonify,
@@ -33,7 +34,7 @@ from flask import (
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.wrappers import Response as BaseResponse
 
 from .api import get_registry, get_statement
@@ -56,6 +57,13 @@ EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson
 
 class AdminSessionInterface(SecureCookieSessionInterface):
     """The signed-cookie session, always HttpOnly and SameSite=Strict, Secure over https."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        # Most requests (the public API, the widget) carry no cookie: skip building the
+        # signing serializer for them.
+        if not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config.get("SESSION_COOKIE_SECURE")) or request.is_secure

@@ -7,7 +7,7 @@ a ``Problem`` (see ``errors``), so the response is problem+json and nothing is w
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, json, jsonify, request
 
@@ -22,10 +22,19 @@ from .statements import Statement, StatementRegistry
 from .store import Endorsement, EndorseResult, LogEntry
 from .validation import EndorsementInput, validate_endorsement
 
+if TYPE_CHECKING:
+    from .live import Hub
+
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 health_bp = Blueprint("health", __name__)
 
 COUNT_CACHE_CONTROL = "public, max-age=1"
+
+
+def get_hub() -> Hub:
+    """The process's live hub (``live``): its count cache is fed by Redis pub/sub."""
+    hub: Hub = current_app.extensions["undersign.live"]
+    return hub
 
 
 def get_registry() -> StatementRegistry:
@@ -93,7 +102,7 @@ def show_statement(statement_id: str) -> Response:
 @bp.get("/statements/<statement_id>/count")
 def show_count(statement_id: str) -> Response:
     statement = get_statement(statement_id)
-    count = get_store().count(statement.id)
+    count = get_hub().count(statement.id)
     etag = f"c{count}"
     if request.if_none_match.contains(etag):
         response = Response(status=304)
@@ -163,6 +172,8 @@ def record_endorsement(statement: Statement, data: EndorsementInput) -> EndorseR
     )
     result = get_store().endorse(statement.id, endorsement)
     record_outcome(result.status)
+    if result.status == "counted":
+        get_hub().heard(statement.id, result.count)
     if result.status == "closed":
         raise Problem(
             409,

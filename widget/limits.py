@@ -111,13 +111,18 @@ class EndorseLimiter(Limiter):
         super()._check_request_limit(callable_name, in_middleware)
 
     def _has_request_wide_limits(self) -> bool:
-        manager = self.limit_manager
-        return bool(
-            manager._application_limits
-            or manager._default_limits
-            or manager._blueprint_limits
-            or self._meta_limits
-        )
+        # These are flask-limiter internals: should a release rename them, fall back to
+        # running its pass (correct, only slower) rather than fail every request.
+        try:
+            manager = self.limit_manager
+            return bool(
+                manager._application_limits
+                or manager._default_limits
+                or manager._blueprint_limits
+                or self._meta_limits
+            )
+        except AttributeError:
+            return True
 
 
 def init_app(app: Flask, rate_limited_endpoints: Iterable[str]) -> None:

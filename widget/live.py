@@ -35,7 +35,7 @@ from flask import Blueprint, Flask, Response, current_app
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .api import get_statement
+from .api import get_hub, get_statement
 from .metrics import OPEN_STREAMS
 from .store import RedisClient, Store
 
@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__, url_prefix="/api/v1")
 
 RETRY_MS = 3000
+# How stale a count read may be: the API promises a count lags a write by at most one
+# second. Published changes arrive in milliseconds; this bounds the rest (a restored
+# backup, a flushed database), at one Redis read per statement and second per process.
+COUNT_MAX_AGE = 1.0
 HEARTBEAT = b": keep-alive\n\n"
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 _hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
@@ -58,7 +62,17 @@ def encode_count(statement_id: str, count: int) -> bytes:
 class Channel:
     """One statement's latest count, as numbers and as the bytes viewers receive."""
 
-    __slots__ = ("changed", "count", "payload", "pending", "statement_id", "version")
+    __slots__ = (
+        "changed",
+        "count",
+        "known",
+        "known_at",
+        "known_seq",
+        "payload",
+        "pending",
+        "statement_id",
+        "version",
+    )
 
     def __init__(self, statement_id: str) -> None:
         self.statement_id = statement_id
@@ -68,6 +82,11 @@ class Channel:
         self.changed = threading.Event()
         # The newest count from Redis not yet sent, and whether a send is scheduled.
         self.pending: int | None = None
+        # The newest count this process has heard of (message or read), for count reads;
+        # known_seq changes with every message, so a slower read cannot overwrite one.
+        self.known: int | None = None
+        self.known_at = 0.0
+        self.known_seq = 0
 
     def publish(self, count: int) -> None:
         """Make ``count`` current and wake every viewer; call with the hub's lock held."""
@@ -122,13 +141,50 @@ class Hub:
         A Redis error propagates, so the viewer gets a 503 problem, not a stream.
         """
         channel = self.channels[statement_id]
-        version = channel.version
+        version, seq = channel.version, channel.known_seq
         count = self.store.count(statement_id)
         with self.lock:
+            self._know(channel, count, seq)
             # A newer count may have been published meanwhile: then that one stands.
             if channel.version == version and channel.count != count:
                 channel.publish(count)
             return channel, channel.version
+
+    def count(self, statement_id: str) -> int:
+        """A statement's count, at most ``COUNT_MAX_AGE`` seconds old, for plain reads.
+
+        While subscribed, every published change lands here at once, so most reads
+        need no Redis round trip; without a subscription every read goes to Redis (and
+        an outage is a 503, not an old number).
+        """
+        self.ensure_running()
+        channel = self.channels[statement_id]
+        known = channel.known
+        if (
+            self.subscribed
+            and known is not None
+            and time.monotonic() - channel.known_at <= COUNT_MAX_AGE
+        ):
+            return known
+        seq = channel.known_seq
+        count = self.store.count(statement_id)
+        with self.lock:
+            self._know(channel, count, seq)
+        return count
+
+    def heard(self, statement_id: str, count: int) -> None:
+        """This process just wrote ``count``: its own next read should show it."""
+        channel = self.channels.get(statement_id)
+        if channel is not None:
+            with self.lock:
+                self._know(channel, count, channel.known_seq)
+
+    @staticmethod
+    def _know(channel: Channel, count: int, seq: int) -> None:
+        """Record a count read at ``seq``, unless a message came in since; hold the lock."""
+        if channel.known_seq == seq:
+            channel.known, channel.known_at = count, time.monotonic()
+            channel.known_seq += 1
 
     # -- the subscriber --------------------------------------------------------------
     def _run(self) -> None:
@@ -155,7 +211,7 @@ class Hub:
                 self._resync()
                 failures = 0
                 while not self.stopping.is_set():
-                    message = pubsub.get_message(timeout=5.0)
+                    message = pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "pmessage":
                         self._on_message(message["channel"], message["data"])
             except Exception as exc:  # any failure means: resubscribe later
@@ -196,6 +252,7 @@ class Hub:
         if channel is None:
             return
         with self.lock:
+            self._know(channel, count, channel.known_seq)
             channel.pending = count
             if statement_id in self._scheduled:
                 return
@@ -250,11 +307,6 @@ def stream(
                 yield HEARTBEAT
     finally:
         OPEN_STREAMS.dec()
-
-
-def get_hub() -> Hub:
-    hub: Hub = current_app.extensions["undersign.live"]
-    return hub
 
 
 @bp.get("/statements/<statement_id>/events")

@@ -299,15 +299,17 @@ def streamed_count(service) -> int:
 
 
 def sync_live_hubs(service, redis_client) -> None:
-    """The session's gunicorn outlives each test's FLUSHALL, and its live hubs keep serving
-    the count they last saw; publish the stored count as the store does after a change,
-    then wait until new streams start with it."""
-    count = api_count(service)
-    redis_client.publish(Store(redis_client).channel(STATEMENT), count)
+    """The session's gunicorn outlives each test's FLUSHALL, a change behind the store's
+    back: its count reads may lag such a change by up to a second (as the API allows).
+    Wait until both count reads and new streams agree with Redis."""
+    stored = Store(redis_client).count(STATEMENT)
     wait_for(
-        lambda: all(streamed_count(service) == count for _ in range(4)),
+        lambda: (
+            all(api_count(service) == stored for _ in range(4))
+            and streamed_count(service) == stored
+        ),
         timeout=5,
-        what=f"streams to start at {count}",
+        what=f"count reads and streams to start at {stored}",
     )
 
 
