@@ -1317,9 +1317,15 @@ def main() -> int:
         if servers.log is not None:
             text = servers.log.read_text(errors="replace")
             tracebacks = text.count("Traceback")
-            print(f"tracebacks in the gunicorn log: {tracebacks}")
+            notes = [line for line in text.splitlines() if "[WARNING]" in line or "[ERROR]" in line]
+            print(
+                f"gunicorn log: {tracebacks} tracebacks, {len(notes)} warning/error lines"
+                + ("; the last ones:" if notes else "")
+            )
+            for line in notes[-5:]:
+                print(f"  {line[:300]}")
             if tracebacks:
-                print(text[-3000:])
+                print(text[text.rindex("Traceback") :][:3000])
         return code
 
 
