@@ -16,7 +16,7 @@ __all__ = ["create_app"]
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the WSGI app; ``test_config`` overrides the environment."""
-    from . import admin, api, cli, db, embed, errors, limits, live, metrics
+    from . import admin, api, cli, db, embed, errors, fastcount, limits, live, metrics
     from .config import load_config
     from .statements import load_registry
 
@@ -36,5 +36,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     admin.init_app(app)
     metrics.init_app(app)
     limits.init_app(app, ["api.endorse", *embed.RATE_LIMITED_ENDPOINTS])
+    app.wsgi_app = fastcount.CountFastPath(  # type: ignore[method-assign]
+        app.wsgi_app, app.extensions["undersign.live"], app.extensions["undersign.statements"].ids()
+    )
     cli.register(app.cli)
     return app

@@ -150,12 +150,11 @@ class Hub:
                 channel.publish(count)
             return channel, channel.version
 
-    def count(self, statement_id: str) -> int:
-        """A statement's count, at most ``COUNT_MAX_AGE`` seconds old, for plain reads.
+    def fresh_count(self, statement_id: str) -> int | None:
+        """The count from memory if it is at most ``COUNT_MAX_AGE`` old, else ``None``.
 
         While subscribed, every published change lands here at once, so most reads
-        need no Redis round trip; without a subscription every read goes to Redis (and
-        an outage is a 503, not an old number).
+        need no Redis round trip; without a subscription nothing here is trusted.
         """
         self.ensure_running()
         channel = self.channels[statement_id]
@@ -166,6 +165,15 @@ class Hub:
             and time.monotonic() - channel.known_at <= COUNT_MAX_AGE
         ):
             return known
+        return None
+
+    def count(self, statement_id: str) -> int:
+        """A statement's count for plain reads: from memory when fresh, else from Redis
+        (so an outage is a 503, not an old number)."""
+        known = self.fresh_count(statement_id)
+        if known is not None:
+            return known
+        channel = self.channels[statement_id]
         seq = channel.known_seq
         count = self.store.count(statement_id)
         with self.lock:
