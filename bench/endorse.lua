@@ -1,5 +1,7 @@
 -- wrk script for bench/api.py: POST one endorsement per request, each with a new email.
 -- BENCH_ORIGIN (an allowlisted origin) and BENCH_RUN (unique per run) come from the env.
+-- Each request comes from its own client address (X-Forwarded-For, one trusted proxy),
+-- as the many visitors of allied sites would; see client_address in bench/api.py.
 
 local next_id = 1
 local origin = os.getenv("BENCH_ORIGIN") or "https://ally.example"
@@ -21,5 +23,8 @@ function request()
   return wrk.format("POST", nil, {
     ["Content-Type"] = "application/json",
     ["Origin"] = origin,
+    ["X-Forwarded-For"] = string.format(
+      "10.%d.%d.%d", thread_id % 256, math.floor(counter / 256) % 256, counter % 256
+    ),
   }, body)
 end
