@@ -11,7 +11,7 @@
       var o = el.dataset, id = o.statement || o.endorseStatement;
       if (!id || seen.has(el)) return;
       seen.add(el);
-      var n = navigator, lang = o.lang || (n.languages || [n.language]).join(',');
+      var lang = o.lang || navigator.languages.join(',');
       var lay = o.layout || 'full', c = lay == 'counter', f = d.createElement('iframe');
       f.src = O + '/embed/' + encodeURIComponent(id) + '?' + new URLSearchParams({
         lang: lang, theme: o.theme || 'auto', layout: lay, origin: location.origin
@@ -23,14 +23,17 @@
       f.style.cssText = ('display:block;border:0;margin:0;padding:0;overflow:hidden;float:none;min-width:0;' +
         'min-height:0;max-height:none;opacity:1;visibility:visible;transition:none;' +
         'box-sizing:border-box;color-scheme:normal;background:none;' +
-        (c ? 'width:240px;max-width:100%;height:44px;border-radius:99px;'
-          : 'width:100%;max-width:640px;border-radius:14px;height:' + (lay == 'compact' ? 170 : 620) + 'px;')
+        (c ? 'width:240px;max-width:100%;height:44px;border-radius:99px;' : 'width:100%;max-width:640px;border-radius:14px;')
       ).replace(/;/g, '!important;');
       frames.push(f);
       f.addEventListener('load', function () {
         f.contentWindow.postMessage({ ns: 'undersign', type: 'hello' }, O);
       });
       after ? el.parentNode.insertBefore(f, el.nextSibling) : el.appendChild(f);
+      /* eager near the viewport (README) */
+      var r = f.getBoundingClientRect();
+      if (r.width && r.top < innerHeight + 1250 && r.bottom > -1250) f.loading = 'eager';
+      c || css(f, 'height', (lay == 'compact' ? 170 : r.width < 560 ? 940 : 720) + 'px');
     };
     w.addEventListener('message', function (e) {
       var m = e.data;
@@ -48,10 +51,8 @@
       d.querySelectorAll('[data-endorse-statement]').forEach(function (el) { mount(el); });
     };
     api = w[K] = { mount: mount, scan: scan };
-    new MutationObserver(function (l) {
-      l.some(function (r) { return r.addedNodes.length; }) && scan();
-    }).observe(d.documentElement, { childList: true, subtree: true });
+    new MutationObserver(scan).observe(d.documentElement, { childList: true, subtree: true });
   }
   if (me.dataset.statement) api.mount(me, 1);
-  d.readyState == 'loading' ? d.addEventListener('DOMContentLoaded', api.scan) : api.scan();
+  api.scan();
 })(window, document);

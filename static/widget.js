@@ -6,17 +6,33 @@
   if (!root) return;
   var ds = root.dataset, M = JSON.parse(ds.i18n || '{}'), lang = d.documentElement.lang || 'en';
   /* For Intl: the language, its fallbacks, English; skip the language if this browser
-     lists it but has no data for it (Chromium without Kazakh region names, say). */
-  var L = (ds.locales || lang).split(' ');
-  try {
-    var us = function (l) { return new Intl.DisplayNames([l], { type: 'region' }).of('US'); };
-    var mine = us(lang);
-    if (L.length > 2 && (mine == 'US' || mine == us('en'))) L.shift();
-  } catch (e) { /* no DisplayNames: leave the list */ }
+     lists it but has no data for it (Chromium without Kazakh region names, say). Worked
+     out on first use, not at start: loading the region names takes ~20 ms. */
+  var L0 = (ds.locales || lang).split(' '), L1;
+  function locales() {
+    if (L1) return L1;
+    L1 = L0.slice();
+    try {
+      var us = function (l) { return new Intl.DisplayNames([l], { type: 'region' }).of('US'); };
+      var mine = us(lang);
+      if (L1.length > 2 && (mine == 'US' || mine == us('en'))) L1.shift();
+    } catch (e) { /* no DisplayNames: leave the list */ }
+    return L1;
+  }
   var api = ds.api, framed = w.parent !== w, layout = ds.layout;
   var ao = location.ancestorOrigins, host = framed ? (ao && ao.length ? ao[0] : ds.origin || '') : '';
   var $ = function (id) { return d.getElementById(id); };
   var num = root.querySelector('[data-count]'), count = num ? +num.dataset.count : 0;
+  /* The count is in the HTML, so it shows in the first paint. What can wait (the live
+     stream, recent endorsers, sizing, country names) starts once that paint is on screen,
+     or after 500 ms when the page is not being drawn (hidden, scrolled far away). */
+  var waiting = [];
+  function afterPaint(fn) { if (waiting) waiting.push(fn); else fn(); }
+  function painted() {
+    var q = waiting || [];
+    waiting = null;
+    q.forEach(function (fn) { fn(); });
+  }
 
   function fill(s, v) {
     return String(s).replace(/\{(\w+)\}/g, function (m, k) { return v && k in v ? v[k] : m; });
@@ -30,7 +46,7 @@
     return s[f] || s.other;
   }
   function fmt(n, o) {
-    try { return new Intl.NumberFormat(L, o).format(n); } catch (e) { return String(n); }
+    try { return new Intl.NumberFormat(locales(), o).format(n); } catch (e) { return String(n); }
   }
   function text(el, s) { if (el) el.textContent = s; }
 
@@ -86,21 +102,21 @@
   }
   if (num) {
     d.addEventListener('visibilitychange', function () { d.hidden ? stop() : start(); });
-    if (!d.hidden) start();
+    afterPaint(function () { if (!d.hidden && !es && !timer) start(); });
   }
 
   /* -- recent endorsers -------------------------------------------------------------- */
   var regions;
   function country(c) {
     try {
-      if (regions === undefined) regions = new Intl.DisplayNames(L, { type: 'region' });
+      if (regions === undefined) regions = new Intl.DisplayNames(locales(), { type: 'region' });
       return (c && regions.of(c)) || c || '';
     } catch (e) { regions = null; return c || ''; }
   }
   function ago(iso) {
     var s = (Date.parse(iso) - Date.now()) / 1000, u = [[60, 'second'], [60, 'minute'], [24, 'hour'], [365, 'day'], [1e9, 'year']];
     try {
-      var rtf = new Intl.RelativeTimeFormat(L, { numeric: 'auto' });
+      var rtf = new Intl.RelativeTimeFormat(locales(), { numeric: 'auto' });
       for (var i = 0; i < u.length; i++) {
         if (Math.abs(s) < u[i][0]) return rtf.format(Math.round(s), u[i][1]);
         s /= u[i][0];
@@ -132,14 +148,14 @@
       size();
     }).catch(function () { /* keep what is shown */ });
   }
-  loadRecent();
+  afterPaint(loadRecent);
 
   /* -- the form ------------------------------------------------------------------------ */
   var form = $('f'), sel = $('f-country'), codes = (ds.countries || '').split(' ').filter(Boolean);
   function countries() {
     if (!sel || sel.options.length > 1 || !codes.length) return;
     var opts = codes.map(function (c) { return [c, country(c)]; }), coll;
-    try { coll = new Intl.Collator(L); } catch (e) { coll = { compare: function (a, b) { return a < b ? -1 : a > b ? 1 : 0; } }; }
+    try { coll = new Intl.Collator(locales()); } catch (e) { coll = { compare: function (a, b) { return a < b ? -1 : a > b ? 1 : 0; } }; }
     opts.sort(function (a, b) { return coll.compare(a[1], b[1]); });
     var frag = d.createDocumentFragment();
     opts.forEach(function (o) { frag.appendChild(new Option(o[1], o[0])); });
@@ -149,7 +165,7 @@
     /* After the first paint (the count shows sooner), or at once when the list is wanted. */
     sel.addEventListener('focus', countries);
     sel.addEventListener('pointerdown', countries);
-    requestAnimationFrame(function () { setTimeout(countries, 50); });
+    afterPaint(function () { setTimeout(countries, 50); });
   }
   var BAD = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\u2028\u2029]/;
   var EMAIL = /^[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+$/;
@@ -302,10 +318,22 @@
     try { w.parent.postMessage(msg, host); } catch (e) { /* host origin unknown */ }
   }
   if (framed && host) {
-    if (w.ResizeObserver) new ResizeObserver(size).observe(root);
     w.addEventListener('message', function (e) {
-      if (e.source === w.parent && e.origin === host && e.data && e.data.ns == 'undersign' && e.data.type == 'hello') size();
+      if (e.source === w.parent && e.origin === host && e.data && e.data.ns == 'undersign' && e.data.type == 'hello') afterPaint(size);
     });
-    size();
+    afterPaint(function () {
+      if (w.ResizeObserver) new ResizeObserver(size).observe(root);
+      size();
+    });
   }
+
+  try {
+    new PerformanceObserver(function (list, obs) {
+      if (list.getEntriesByName('first-contentful-paint').length) {
+        obs.disconnect();
+        setTimeout(painted, 0);
+      }
+    }).observe({ type: 'paint', buffered: true });
+  } catch (e) { /* no paint timing: the timer below */ }
+  setTimeout(painted, 500);
 })();

@@ -4,7 +4,8 @@
   use so a fix reaches every site at once.
 * ``/embed/<id>``: the widget page the loader frames. ``frame-ancestors`` comes from the
   allowlist; everything else is ``'self'`` only, with no inline script or style. The
-  language, theme and layout come from the query string the loader builds.
+  language, theme and layout come from the query string the loader builds; a ``Link``
+  header preloads its stylesheet and script.
 * ``/s/<id>``: the hosted statement page, whose form also works without JavaScript
   (a POST carrying a signed, time-limited token; no cookie is ever set).
 * ``/demo``: an example allied page from ``embed/``, and ``/`` a landing page.
@@ -212,6 +213,12 @@ def widget(statement_id: str) -> Response:
     response = html_response(html, 200, policy)
     response.headers["Cache-Control"] = "public, max-age=10"
     response.headers["Vary"] = "Accept-Language"
+    # Fetch the render-blocking stylesheet (and the script) once the response commits,
+    # not when the parser gets to them.
+    response.headers["Link"] = (
+        f"<{asset_url('widget.css')}>; rel=preload; as=style, "
+        f"<{asset_url('widget.js')}>; rel=preload; as=script"
+    )
     return response
 
 
