@@ -98,10 +98,24 @@ def test_one_subscription_serves_every_viewer_and_new_viewers_read_redis(
     redis_client.publish(store.channel(STATEMENT), 11)
     wait_until(lambda: channel.count == 11)
     redis_client.set(store.key(STATEMENT, "count"), 99)  # behind the scripts' back
-    assert hub.snapshot(STATEMENT)[0].count == 99  # a new viewer is not greeted stale
+    started = time.monotonic()
+    wait_until(lambda: hub.snapshot(STATEMENT)[0].count == 99)  # new viewers: fresh ...
+    assert time.monotonic() - started <= COUNT_MAX_AGE + 0.1  # ... within a second
     for _ in range(50):
         hub.snapshot(STATEMENT)
     assert len(redis_client.client_list(_type="pubsub")) == subscriptions_before + 1
+
+
+def test_open_streams_learn_of_changes_made_behind_the_scripts_back(
+    hub: Hub, store: Store, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("widget.live.RESYNC_SECONDS", 0.3)
+    hub.ensure_running()
+    wait_until(lambda: hub.subscribed)
+    channel, version = hub.snapshot(STATEMENT)
+    redis_client.set(store.key(STATEMENT, "count"), 77)  # a restored backup, say
+    wait_until(lambda: channel.count == 77)  # nobody asked: the periodic resync found it
+    assert channel.version > version
 
 
 def test_after_losing_the_subscription_the_hub_resyncs_moved_counts(

@@ -29,9 +29,10 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, request
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -48,6 +49,8 @@ RETRY_MS = 3000
 # second. Published changes arrive in milliseconds; this bounds the rest (a restored
 # backup, a flushed database), at one Redis read per statement and second per process.
 COUNT_MAX_AGE = 1.0
+# Open streams learn of such changes by a periodic read of every watched count.
+RESYNC_SECONDS = 5.0
 HEARTBEAT = b": keep-alive\n\n"
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 _hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
@@ -70,8 +73,10 @@ class Channel:
         "known_seq",
         "payload",
         "pending",
+        "reading",
         "statement_id",
         "version",
+        "viewers",
     )
 
     def __init__(self, statement_id: str) -> None:
@@ -87,6 +92,10 @@ class Channel:
         self.known: int | None = None
         self.known_at = 0.0
         self.known_seq = 0
+        # Viewers written to straight from here (see DirectViewer); the others wait on
+        # ``changed`` in their own greenlet or thread.
+        self.viewers: set[DirectViewer] = set()
+        self.reading = threading.Lock()
 
     def publish(self, count: int) -> None:
         """Make ``count`` current and wake every viewer; call with the hub's lock held."""
@@ -95,6 +104,64 @@ class Channel:
         self.version += 1
         changed, self.changed = self.changed, threading.Event()
         changed.set()
+        deliver(self.viewers, self.payload)
+
+
+class DirectViewer:
+    """A stream written by the hub itself, with one non-blocking ``write`` per event.
+
+    Under gunicorn's gevent workers, waking one greenlet per viewer and passing each
+    event through the WSGI layers costs several times the send itself; with thousands
+    of viewers that is the delay of the last one. So once a stream's headers and first
+    event are out, its socket joins its channel's ``viewers`` and every later event is
+    written to it in one loop, already framed for HTTP/1.1 chunked transfer. A viewer
+    whose socket buffer is full is handed back to its own greenlet (``lagging``), which
+    sends the rest cooperatively and then the newest event.
+    """
+
+    __slots__ = ("backlog", "chunked", "closed", "fd", "lagging", "wake")
+
+    def __init__(self, fd: int, chunked: bool) -> None:
+        self.fd = fd
+        self.chunked = chunked
+        self.closed = False
+        self.lagging = False
+        self.backlog = b""
+        self.wake = threading.Event()
+
+    def frame(self, data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+
+def deliver(viewers: set[DirectViewer], data: bytes) -> None:
+    """Write ``data`` (an event or a heartbeat) to every direct viewer, never blocking."""
+    if not viewers:
+        return
+    chunked = b"%x\r\n%s\r\n" % (len(data), data)
+    gone = []
+    for viewer in viewers:
+        if viewer.lagging:
+            viewer.wake.set()  # its greenlet sends the newest event once it catches up
+            continue
+        framed = chunked if viewer.chunked else data
+        try:
+            sent = os.write(viewer.fd, framed)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the viewer left: its greenlet ends the response
+            gone.append(viewer)
+            continue
+        if sent < len(framed):
+            viewer.backlog = framed[sent:]
+            viewer.lagging = True
+            viewer.wake.set()
+    for viewer in gone:
+        viewers.discard(viewer)
+        viewer.close()
 
 
 class Hub:
@@ -106,10 +173,12 @@ class Hub:
         store: Store,
         statement_ids: list[str],
         min_interval: float,
+        heartbeat: float = 15.0,
     ) -> None:
         self.redis = redis
         self.store = store
         self.min_interval = min_interval
+        self.heartbeat = heartbeat
         self.channels = {sid: Channel(sid) for sid in statement_ids}
         self.lock = threading.Lock()
         self.subscribed = False
@@ -131,22 +200,27 @@ class Hub:
             self.subscribed = False
             thread = threading.Thread(target=self._run, name="undersign-live", daemon=True)
             thread.start()
+            beat = threading.Thread(target=self._beat, name="undersign-beat", daemon=True)
+            beat.start()
+
+    def _beat(self) -> None:
+        """Heartbeats for direct viewers, one loop for the process (not a timer each)."""
+        while not self.stopping.wait(self.heartbeat):
+            with self.lock:
+                for channel in self.channels.values():
+                    deliver(channel.viewers, HEARTBEAT)
 
     def snapshot(self, statement_id: str) -> tuple[Channel, int]:
         """The channel and the version of the first event a new viewer gets.
 
-        The count is read from Redis (one GET per new viewer, never per event): the
-        cache only knows what was published, and a count changed behind the scripts'
-        back (a restored backup, a flushed database) must not greet new viewers stale.
-        A Redis error propagates, so the viewer gets a 503 problem, not a stream.
+        The count is at most ``COUNT_MAX_AGE`` old, as for count reads: a burst of new
+        viewers (a redeploy reconnects them all) costs one Redis read per statement, not
+        one each. A Redis error propagates: the viewer gets a 503 problem, not a stream.
         """
         channel = self.channels[statement_id]
-        version, seq = channel.version, channel.known_seq
-        count = self.store.count(statement_id)
+        count = self.count(statement_id)
         with self.lock:
-            self._know(channel, count, seq)
-            # A newer count may have been published meanwhile: then that one stands.
-            if channel.version == version and channel.count != count:
+            if channel.count is None:  # known, but its event still waits for coalescing
                 channel.publish(count)
             return channel, channel.version
 
@@ -169,15 +243,26 @@ class Hub:
 
     def count(self, statement_id: str) -> int:
         """A statement's count for plain reads: from memory when fresh, else from Redis
-        (so an outage is a 503, not an old number)."""
+        (so an outage is a 503, not an old number). A count found to have moved behind
+        the scripts' back (a restored backup, a flushed database) is sent to viewers."""
         known = self.fresh_count(statement_id)
         if known is not None:
             return known
         channel = self.channels[statement_id]
-        seq = channel.known_seq
-        count = self.store.count(statement_id)
+        if not self.subscribed:
+            return self._read(channel)  # in an outage, nobody waits in line for Redis
+        with channel.reading:  # one read at a time; those queued behind it reuse it
+            known = self.fresh_count(statement_id)
+            return known if known is not None else self._read(channel)
+
+    def _read(self, channel: Channel) -> int:
+        version, seq = channel.version, channel.known_seq
+        count = self.store.count(channel.statement_id)
         with self.lock:
             self._know(channel, count, seq)
+            # A newer count may have been published meanwhile: then that one stands.
+            if channel.version == version and channel.count is not None and channel.count != count:
+                channel.publish(count)
         return count
 
     def heard(self, statement_id: str, count: int) -> None:
@@ -218,7 +303,11 @@ class Hub:
                 # otherwise reach nobody until the next change.
                 self._resync()
                 failures = 0
+                resync_at = time.monotonic() + RESYNC_SECONDS
                 while not self.stopping.is_set():
+                    if time.monotonic() >= resync_at:
+                        self._resync()
+                        resync_at = time.monotonic() + RESYNC_SECONDS
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "pmessage":
                         self._on_message(message["channel"], message["data"])
@@ -237,7 +326,8 @@ class Hub:
                     pubsub.close()
 
     def _resync(self) -> None:
-        """After an outage, send every count that changed while nobody was listening."""
+        """Send every watched count that moved unheard: after an outage, and now and then
+        for changes made behind the scripts' back."""
         ids = [sid for sid, channel in self.channels.items() if channel.count is not None]
         if not ids:
             return
@@ -290,6 +380,9 @@ class Hub:
         with self.lock:
             for channel in self.channels.values():
                 channel.changed.set()
+                for viewer in list(channel.viewers):
+                    viewer.close()
+                channel.viewers.clear()
 
 
 def stop_streams() -> None:
@@ -317,13 +410,60 @@ def stream(
         OPEN_STREAMS.dec()
 
 
+def direct_stream(
+    hub: Hub, channel: Channel, version: int, sock: Any, chunked: bool
+) -> Iterator[bytes]:
+    """Like ``stream``, but after the first event the hub writes to ``sock`` itself."""
+    OPEN_STREAMS.inc()
+    viewer = DirectViewer(sock.fileno(), chunked)
+    try:
+        yield b"retry: %d\n" % RETRY_MS + channel.payload  # gunicorn sends the headers
+        with hub.lock:
+            if hub.stopping.is_set():
+                return
+            channel.viewers.add(viewer)
+            if channel.version != version:  # changed while the first event went out
+                viewer.lagging = True
+        while not viewer.closed:
+            if viewer.lagging:
+                backlog, viewer.backlog = viewer.backlog, b""
+                sock.sendall(backlog + viewer.frame(channel.payload))
+                viewer.lagging = False
+                continue
+            viewer.wake.wait()
+            viewer.wake.clear()
+    except OSError:
+        pass  # the viewer left
+    finally:
+        with hub.lock:
+            channel.viewers.discard(viewer)
+        OPEN_STREAMS.dec()
+
+
+def can_write_directly(environ: Mapping[str, Any]) -> bool:
+    """Direct writes need gunicorn's socket and gevent (one OS thread, no preemption)."""
+    if environ.get("REQUEST_METHOD") != "GET" or "gunicorn.socket" not in environ:
+        return False
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return bool(monkey.is_module_patched("socket"))
+
+
 @bp.get("/statements/<statement_id>/events")
 def events(statement_id: str) -> Response:
     statement = get_statement(statement_id)
     hub = get_hub()
     hub.ensure_running()
     channel, version = hub.snapshot(statement.id)
-    body = stream(channel, version, current_app.config["EVENTS_HEARTBEAT"], hub.stopping)
+    body: Iterator[bytes]
+    if can_write_directly(request.environ):
+        # gunicorn frames a body in chunks exactly when the client speaks HTTP/1.1+.
+        chunked = request.environ.get("SERVER_PROTOCOL", "HTTP/1.0") != "HTTP/1.0"
+        body = direct_stream(hub, channel, version, request.environ["gunicorn.socket"], chunked)
+    else:
+        body = stream(channel, version, current_app.config["EVENTS_HEARTBEAT"], hub.stopping)
     response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache, no-transform"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
@@ -337,5 +477,6 @@ def init_app(app: Flask) -> None:
         app.extensions["undersign.store"],
         list(registry.ids()),
         app.config["EVENTS_MIN_INTERVAL"],
+        app.config["EVENTS_HEARTBEAT"],
     )
     app.register_blueprint(bp)
