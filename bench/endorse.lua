@@ -6,6 +6,7 @@
 local next_id = 1
 local origin = os.getenv("BENCH_ORIGIN") or "https://ally.example"
 local run = os.getenv("BENCH_RUN") or tostring(os.time())
+local net = tonumber(os.getenv("BENCH_NET") or "0")
 
 function setup(thread)
   thread:set("thread_id", next_id)
@@ -24,7 +25,7 @@ function request()
     ["Content-Type"] = "application/json",
     ["Origin"] = origin,
     ["X-Forwarded-For"] = string.format(
-      "10.%d.%d.%d", thread_id % 256, math.floor(counter / 256) % 256, counter % 256
+      "10.%d.%d.%d", (net + thread_id) % 256, math.floor(counter / 256) % 256, counter % 256
     ),
   }, body)
 end
