@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from redis import Redis
 
-from widget.live import COUNT_MAX_AGE, HEARTBEAT, Hub, encode_count, stream
+from widget.live import (
+    COUNT_MAX_AGE,
+    HEARTBEAT,
+    DirectViewer,
+    Hub,
+    deliver,
+    encode_count,
+    stream,
+)
 from widget.store import Store
 
 STATEMENT = "dongelek-ystel"
@@ -150,3 +159,30 @@ def test_count_reads_lag_at_most_a_second_and_go_to_redis_without_a_subscription
     assert time.monotonic() - started <= COUNT_MAX_AGE + 0.1  # ... for at most a second
     hub.heard(STATEMENT, 41)  # this process's own write shows in its next read
     assert hub.count(STATEMENT) == 41
+
+
+def test_direct_writes_never_block_and_drop_viewers_that_left() -> None:
+    fast_server, fast_client = socket.socketpair()
+    slow_server, slow_client = socket.socketpair()
+    gone_server, gone_client = socket.socketpair()
+    for sock in (fast_server, slow_server, gone_server):
+        sock.setblocking(False)
+    slow_server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    fast = DirectViewer(fast_server.fileno(), chunked=True)
+    slow = DirectViewer(slow_server.fileno(), chunked=False)
+    gone = DirectViewer(gone_server.fileno(), chunked=True)
+    viewers = {fast, slow, gone}
+    gone_client.close()
+    event = encode_count(STATEMENT, 5)
+    deliver(viewers, event)
+    assert fast_client.recv(1000) == b"%x\r\n%s\r\n" % (len(event), event)
+    assert slow_client.recv(1000) == event  # HTTP/1.0: no chunk framing
+    assert gone not in viewers and gone.closed and gone.wake.is_set()
+    big = b"x" * 1_000_000  # more than any socket buffer holds
+    deliver(viewers, big)  # returns at once although the peers read nothing
+    assert slow.lagging and slow.wake.is_set() and 0 < len(slow.backlog) < len(big)
+    slow.wake.clear()
+    deliver(viewers, event)
+    assert slow.wake.is_set()  # a lagging viewer's own greenlet catches it up
+    for sock in (fast_server, fast_client, slow_server, slow_client, gone_server):
+        sock.close()

@@ -85,7 +85,7 @@ class Channel:
         self.payload = b""
         self.version = 0
         self.changed = threading.Event()
-        # The newest count from Redis not yet sent, and whether a send is scheduled.
+        # The newest count from Redis that coalescing has not sent yet.
         self.pending: int | None = None
         # The newest count this process has heard of (message or read), for count reads;
         # known_seq changes with every message, so a slower read cannot overwrite one.
@@ -98,7 +98,8 @@ class Channel:
         self.reading = threading.Lock()
 
     def publish(self, count: int) -> None:
-        """Make ``count`` current and wake every viewer; call with the hub's lock held."""
+        """Make ``count`` current, wake waiting viewers and write to direct ones; call with
+        the hub's lock held."""
         self.count = count
         self.payload = encode_count(self.statement_id, count)
         self.version += 1
@@ -130,18 +131,23 @@ class DirectViewer:
         self.wake = threading.Event()
 
     def frame(self, data: bytes) -> bytes:
-        return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
+        return chunk(data) if self.chunked else data
 
     def close(self) -> None:
         self.closed = True
         self.wake.set()
 
 
+def chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
 def deliver(viewers: set[DirectViewer], data: bytes) -> None:
     """Write ``data`` (an event or a heartbeat) to every direct viewer, never blocking."""
     if not viewers:
         return
-    chunked = b"%x\r\n%s\r\n" % (len(data), data)
+    chunked = chunk(data)
     gone = []
     for viewer in viewers:
         if viewer.lagging:
