@@ -302,6 +302,12 @@ class Hub:
                     connection.retry = Retry(NoBackoff(), 0)
                 pubsub.get_message(timeout=1.0)  # the psubscribe confirmation
                 with self.lock:
+                    # What was heard before this subscription may have missed changes:
+                    # count reads go to Redis again until a message or a read refreshes
+                    # them (bumping the sequence voids reads still in flight).
+                    for channel in self.channels.values():
+                        channel.known_at = 0.0
+                        channel.known_seq += 1
                     self.subscribed = True
                 if failures:
                     log.info("live: subscribed to %s again", pattern)
@@ -334,7 +340,11 @@ class Hub:
     def _resync(self) -> None:
         """Send every watched count that moved unheard: after an outage, and now and then
         for changes made behind the scripts' back."""
-        ids = [sid for sid, channel in self.channels.items() if channel.count is not None]
+        ids = [
+            sid
+            for sid, channel in self.channels.items()
+            if channel.count is not None or channel.known is not None
+        ]
         if not ids:
             return
         counts = self.store.counts(ids)
