@@ -186,3 +186,19 @@ def test_direct_writes_never_block_and_drop_viewers_that_left() -> None:
     assert slow.wake.is_set()  # a lagging viewer's own greenlet catches it up
     for sock in (fast_server, fast_client, slow_server, slow_client, gone_server):
         sock.close()
+
+
+def test_counts_heard_before_a_new_subscription_are_not_trusted(
+    hub: Hub, store: Store, redis_client: Redis
+) -> None:
+    key = store.key(STATEMENT, "count")
+    redis_client.set(key, 5)
+    hub.ensure_running()
+    wait_until(lambda: hub.subscribed)
+    assert hub.count(STATEMENT) == 5  # now known, and fresh for a second
+    redis_client.client_kill_filter(_type="pubsub")
+    wait_until(lambda: not hub.subscribed)
+    redis_client.set(key, 9)
+    redis_client.publish(store.channel(STATEMENT), 9)  # nobody is listening
+    wait_until(lambda: hub.subscribed)
+    assert hub.count(STATEMENT) == 9  # not the 5 heard before the subscription came back
