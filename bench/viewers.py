@@ -62,7 +62,7 @@ import tempfile
 import time
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -70,6 +70,8 @@ from multiprocessing.connection import wait as wait_for_messages
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
+
+from common import free_port, redis_server, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 STATEMENT = "dongelek-ystel"
@@ -97,23 +99,6 @@ IDLE, CONNECTING, AWAITING, LIVE, FAILED, CLOSED = range(6)
 
 
 # -- small helpers ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if check():
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not come up within {timeout:g} s")
 
 
 def percentile(ordered: list[float], q: float) -> float | None:
@@ -230,59 +215,6 @@ class Servers:
 
     def workers(self) -> list[int]:
         return children_of(self.gunicorn_pid) if self.gunicorn_pid else []
-
-
-def stop_process(process: subprocess.Popen[bytes], group: bool) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        if group:
-            os.killpg(process.pid, signal.SIGTERM)
-        else:
-            process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            if group:
-                os.killpg(process.pid, signal.SIGKILL)
-            else:
-                process.kill()
-        process.wait()
-
-
-@contextmanager
-def redis_server(folder: Path) -> Iterator[tuple[str, int]]:
-    from widget.server import redis_server_binary
-
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", str(folder),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--logfile", str(folder / "redis.log"),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-
-    def answers() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-
-    try:
-        wait_until(answers, 15, "redis-server")
-        yield f"redis://127.0.0.1:{port}/0", process.pid
-    finally:
-        stop_process(process, group=False)
 
 
 @contextmanager

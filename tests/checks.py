@@ -1,7 +1,9 @@
-"""Assertions shared by the API tests: problem+json shape and the store's state in Redis."""
+"""Assertions shared by the tests: problem+json shape, the store's state in Redis, waiting."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,3 +71,11 @@ def assert_problem(response: TestResponse | requests.Response, status: int) -> d
 
 def cors_headers(response: TestResponse | requests.Response) -> dict[str, str]:
     return {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> None:
+    """Poll ``check`` every 10 ms; fail the test if it is not true within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)

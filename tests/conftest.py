@@ -11,24 +11,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import Browser, Playwright, sync_playwright
 from redis import Redis
-from servers import Gunicorn, RedisServer
+from servers import CHROMIUM, CHROMIUM_ARGS, Gunicorn, RedisServer
 
 from widget import create_app
 
 SECRET = "test-secret-key-not-for-production-0123456789"
 ALLY = "https://ally.example"
 STATEMENT = "dongelek-ystel"
-# Debian's Chromium, never a downloaded one (see DEVELOPERS.md).
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,18 @@ from redis import Redis
 
 from widget.server import redis_server_binary
 
+# Debian's Chromium, never a downloaded one (see DEVELOPERS.md), for tests and benches.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
 
 def free_port() -> int:
     with socket.socket() as sock:

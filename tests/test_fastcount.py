@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from checks import wait_until
 from conftest import ALLY, STATEMENT
 from flask import Flask
 from redis import Redis
@@ -28,13 +29,6 @@ VARIANTS: list[dict[str, str]] = [
 def answer(client: Client, headers: dict[str, str], url: str = URL) -> tuple[Any, ...]:
     response = client.get(url, headers=headers)
     return response.status, sorted(response.headers.items()), response.get_data()
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture
