@@ -30,10 +30,7 @@
         f.contentWindow.postMessage({ ns: 'undersign', type: 'hello' }, O);
       });
       after ? el.parentNode.insertBefore(f, el.nextSibling) : el.appendChild(f);
-      /* eager near the viewport (README) */
-      var r = f.getBoundingClientRect();
-      if (r.width && r.top < innerHeight + 1250 && r.bottom > -1250) f.loading = 'eager';
-      c || css(f, 'height', (lay == 'compact' ? 170 : r.width < 560 ? 940 : 720) + 'px');
+      c || css(f, 'height', (lay == 'compact' ? 170 : f.getBoundingClientRect().width < 560 ? 940 : 720) + 'px');
     };
     w.addEventListener('message', function (e) {
       var m = e.data;

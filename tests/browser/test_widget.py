@@ -91,6 +91,27 @@ def test_elements_added_later_get_one_iframe_each(new_page, host_site, service, 
     assert console.problems(service.url) == []
 
 
+def test_widgets_are_lazy_loaded(new_page, host_site, service, console):
+    # Far beyond Chromium's lazy-loading distance (up to 8000 px, by connection type).
+    host_site.file("lazy.css", ".far { margin-top: 20000px; }")  # the page's CSP: no inline style
+    far = f'<div class="far" data-endorse-statement="{STATEMENT}"></div>'
+    head = '<link rel="stylesheet" href="/lazy.css">'
+    url = host_site.page("lazy", "<h1>Ally</h1>" + host_site.snippet() + far, head=head)
+    page = new_page(viewport={"width": 900, "height": 700})
+    embeds: list[str] = []
+    page.on("request", lambda r: embeds.append(r.url) if "/embed/" in r.url else None)
+    page.goto(url)
+    near = widget_frame(page, 0)  # in view: the browser loads it at once
+    assert page.eval_on_selector_all("iframe", "l => l.map((f) => f.loading)") == ["lazy"] * 2
+    page.wait_for_timeout(500)
+    assert len(embeds) == 1, "a widget 20000 px below the viewport loaded before it was near"
+    assert near.get_attribute("[data-count]", "data-count") is not None
+    page.eval_on_selector("[data-endorse-statement]", "el => el.scrollIntoView()")
+    widget_frame(page, 1)
+    assert len(embeds) == 2
+    assert console.problems(service.url) == []
+
+
 def serious(results) -> list[str]:
     return [
         f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
