@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -59,6 +60,17 @@ def test_loader_headers_revalidate(client):
     etag = response.headers["ETag"]
     again = client.get("/embed.js", headers={"If-None-Match": etag})
     assert again.status_code == 304
+
+
+def test_asset_etags_are_content_hashes(client):
+    """The same on every server and after every deploy (not a file's time and size)."""
+    html = client.get(f"/embed/{STATEMENT}").get_data(as_text=True)
+    for url in ["/embed.js", *assets_of(html)]:
+        response = client.get(url)
+        digest = hashlib.sha256(response.get_data()).hexdigest()[:12]
+        assert response.headers["ETag"] == f'"{digest}"', url
+        assert client.get(url, headers={"If-None-Match": f'"{digest}"'}).status_code == 304
+        assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
 
 
 def test_fingerprinted_assets_are_immutable(client):

@@ -45,7 +45,15 @@ from .resources import EMBED_SITE_DIR, STATIC_DIR
 from .statements import Statement
 from .validation import COUNTRY_CODES, MAX_NAME, EndorsementInput, validate_endorsement
 
-bp = Blueprint("embed", __name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+
+class AssetBlueprint(Blueprint):
+    """Serves ``static/`` with content-hash ETags, the same on every server and deploy."""
+
+    def send_static_file(self, filename: str) -> Response:
+        return send_static(STATIC_DIR, filename)
+
+
+bp = AssetBlueprint("embed", __name__, static_folder=str(STATIC_DIR), static_url_path="/static")
 
 # Views that record an endorsement: rate limited together with the JSON API.
 RATE_LIMITED_ENDPOINTS: list[str] = ["embed.endorse_form"]
@@ -132,7 +140,11 @@ def security_headers(response: Response) -> Response:
 
 
 def send_static(folder: Any, filename: str, mimetype: str | None = None) -> Response:
-    response = _send_from_directory(folder, filename, mimetype=mimetype, etag=True, max_age=None)
+    """A file, revalidated on each use; a ``static/`` one with its content hash as ETag."""
+    digest = asset_digest(filename) if folder == STATIC_DIR else ""
+    response = _send_from_directory(
+        folder, filename, mimetype=mimetype, etag=digest or True, max_age=None
+    )
     response.headers["Cache-Control"] = "no-cache"
     return response
 
