@@ -22,11 +22,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import requests  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
-from servers import Gunicorn, RedisServer  # noqa: E402
+from servers import CHROMIUM, CHROMIUM_ARGS, Gunicorn, RedisServer  # noqa: E402
 
 STATEMENT = "dongelek-ystel"
 TOKEN = secrets.token_urlsafe(24)  # throwaway, for this run only
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ORIGINS = ["https://ally.example", "https://news.example.org", "https://rights-watch.example"]
 NAMES = [
     ("Aigerim Sultanova", "KZ"),
@@ -112,9 +111,7 @@ def main() -> int:
         seed(service.url, redis_server.client())
         strike_two(service.url)
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-            )
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             for scheme in ("light", "dark"):
                 for name, viewport in (("desktop", (1280, 900)), ("mobile", (390, 844))):
                     context = browser.new_context(

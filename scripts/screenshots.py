@@ -22,10 +22,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import requests  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
-from servers import Gunicorn, RedisServer, free_port  # noqa: E402
+from servers import CHROMIUM, CHROMIUM_ARGS, Gunicorn, RedisServer, free_port  # noqa: E402
 
 STATEMENT = "dongelek-ystel"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PEOPLE = [
     ("Aigerim Sultanova", "KZ", True),
     ("Jonas Weber", "DE", True),
@@ -102,9 +101,7 @@ def main() -> int:
     try:
         seed(server.url, redis.client(), 2841)
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-            )
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             for lang in args.langs.split(","):
                 for layout in ("full", "compact", "counter"):
                     for theme in ("light", "dark", "auto"):
