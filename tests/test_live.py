@@ -20,12 +20,20 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import requests
-from checks import STATEMENT, assert_problem, cors_headers, endorsements_url, person
+from checks import (
+    STATEMENT,
+    assert_problem,
+    cors_headers,
+    endorsements_url,
+    person,
+    write_statement,
+)
 from conftest import ALLY
 from load import post_all
 from redis import Redis
@@ -50,10 +58,15 @@ class Event:
 
     @property
     def count(self) -> int:
-        body = json.loads(self.data)
-        assert body["id"] == STATEMENT, body
-        value: int = body["count"]
+        statement, value = self.id_count
+        assert statement == STATEMENT, self.data
         return value
+
+    @property
+    def id_count(self) -> tuple[str, int]:
+        body = json.loads(self.data)
+        assert set(body) == {"id", "count"}, body
+        return body["id"], body["count"]
 
 
 @dataclass
@@ -243,7 +256,7 @@ def test_200_streams_all_get_the_count_over_one_subscription_per_worker(
     # Subscriptions already there (apps of earlier tests in this process) do not count.
     earlier = {c["id"] for c in redis_client.client_list(_type="pubsub")}
     workers = 4
-    server = start_gunicorn(workers=workers)
+    server = start_gunicorn(workers=workers, WIDGET_STREAMS_PER_CLIENT="1000")
     streams = open_many(open_stream, server, 200)
     assert {s.status for s in streams} == {200}
     for stream in streams:
@@ -353,6 +366,118 @@ def test_unknown_statement_404_and_cors_allow_and_deny(
     response = fetch("GET", server.url + EVENTS, headers={"Origin": "https://hostile.example"})
     assert_problem(response, 403)
     assert cors_headers(response) == {}
+
+
+SECOND = "second-voice"
+MULTI = f"/api/v1/events?statements={STATEMENT},{SECOND}"
+
+
+def test_one_stream_carries_two_statements_in_order(
+    start_gunicorn: Callable[..., Gunicorn],
+    open_stream: Callable[..., EventStream],
+    tmp_path: Path,
+) -> None:
+    write_statement(tmp_path / "statements", SECOND)
+    server = start_gunicorn(workers=2, WIDGET_STATEMENTS_DIR=str(tmp_path / "statements"))
+    stream = open_stream(server, MULTI, Origin=ALLY)
+    assert stream.status == 200
+    assert stream.header("Content-Type").startswith("text/event-stream")
+    assert stream.header("Access-Control-Allow-Origin") == ALLY
+    stream.wait(lambda: len(stream.events) >= 2, timeout=2, what="the first two counts")
+    assert [e.id_count for e in stream.events[:2]] == [(STATEMENT, 0), (SECOND, 0)]
+    assert stream.retry == 3000
+
+    for i in range(3):
+        assert fetch("POST", server.url + endorsements_url(SECOND), json=person(f"s{i}")).ok
+    for i in range(2):
+        assert fetch("POST", server.url + endorsements_url(), json=person(f"f{i}")).ok
+
+    def latest() -> dict[str, int]:
+        return dict(e.id_count for e in stream.events)
+
+    stream.wait(lambda: latest() == {STATEMENT: 2, SECOND: 3}, timeout=3, what="both counts")
+    for statement in (STATEMENT, SECOND):
+        counts = [c for sid, c in (e.id_count for e in stream.events) if sid == statement]
+        assert counts == sorted(counts), (statement, counts)  # each in order, never back
+    assert not stream.ended
+
+
+def test_multi_stream_refuses_unknown_too_many_empty_and_foreign(
+    start_gunicorn: Callable[..., Gunicorn], open_stream: Callable[..., EventStream]
+) -> None:
+    server = start_gunicorn(workers=1)
+    unknown = fetch("GET", f"{server.url}/api/v1/events?statements={STATEMENT},nope")
+    assert "nope" in assert_problem(unknown, 404)["detail"]
+
+    many = ",".join(f"s{i}" for i in range(51))
+    body = assert_problem(fetch("GET", f"{server.url}/api/v1/events?statements={many}"), 422)
+    assert "statements" in body["errors"]
+    fifty = ",".join([STATEMENT] * 60)  # the same id many times is one statement
+    repeated = open_stream(server, f"/api/v1/events?statements={fifty}")
+    assert repeated.status == 200
+    repeated.wait_count(0, timeout=2)
+    assert len(repeated.events) == 1
+
+    for query in ("", "?statements=", "?statements=,,"):
+        assert_problem(fetch("GET", f"{server.url}/api/v1/events{query}"), 422)
+
+    foreign = fetch(
+        "GET",
+        f"{server.url}/api/v1/events?statements={STATEMENT}",
+        headers={"Origin": "https://hostile.example"},
+    )
+    assert_problem(foreign, 403)
+    assert cors_headers(foreign) == {}
+    preflight = fetch(
+        "OPTIONS",
+        f"{server.url}/api/v1/events?statements={STATEMENT}",
+        headers={"Origin": ALLY, "Access-Control-Request-Method": "GET"},
+    )
+    assert preflight.headers.get("Access-Control-Allow-Origin") == ALLY
+
+
+# -- 4b. one client cannot take every connection ---------------------------------------------
+
+
+def test_one_client_gets_429_past_its_stream_cap_across_workers(
+    start_gunicorn: Callable[..., Gunicorn], open_stream: Callable[..., EventStream]
+) -> None:
+    server = start_gunicorn(workers=3, WIDGET_STREAMS_PER_CLIENT="12", WIDGET_EVENTS_HEARTBEAT="1")
+    streams = open_many(open_stream, server, 12)
+    assert {s.status for s in streams} == {200}
+    for stream in streams:
+        stream.wait_count(0, timeout=3)
+    for _ in range(6):  # whichever worker takes it, the cap is the client's, not the worker's
+        refused = open_stream(server)
+        assert refused.status == 429, refused.body
+        assert int(refused.header("Retry-After")) > 0
+        assert b"too-many-streams" in refused.body
+    multi = fetch("GET", f"{server.url}/api/v1/events?statements={STATEMENT}")
+    assert_problem(multi, 429)  # the same cap on the multi-statement stream
+    # Leaving frees the slot: a gevent worker notices a gone viewer when a write fails,
+    # at the latest one heartbeat after the first write that met the closed socket.
+    streams[0].close()
+    wait_for(lambda: open_stream(server).status == 200, timeout=6, what="a freed slot")
+
+
+def test_ordinary_requests_keep_working_when_a_worker_is_full_of_streams(
+    start_gunicorn: Callable[..., Gunicorn], open_stream: Callable[..., EventStream]
+) -> None:
+    # 40 connections per worker: at most 30 streams, 10 kept for everything else.
+    server = start_gunicorn(workers=1, WORKER_CONNECTIONS="40", WIDGET_STREAMS_PER_CLIENT="1000")
+    streams = open_many(open_stream, server, 30)
+    assert {s.status for s in streams} == {200}
+    for stream in streams:
+        stream.wait_count(0, timeout=3)
+    for _ in range(15):  # together more than the worker's 40 connections
+        full = open_stream(server)
+        assert full.status == 503, full.body
+        assert full.header("Retry-After") and b"streams-full" in full.body
+    for i in range(5):  # reads and endorsements still get a connection and an answer
+        assert fetch("GET", server.url + f"/api/v1/statements/{STATEMENT}").status_code == 200
+        reply = fetch("POST", server.url + endorsements_url(), json=person(f"full{i}"))
+        assert reply.status_code == 201, reply.text
+    streams[-1].wait_count(5, timeout=3)
 
 
 # -- 5. moderation --------------------------------------------------------------------------

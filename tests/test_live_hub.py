@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -66,7 +67,7 @@ def test_unknown_statements_and_garbage_messages_are_ignored(hub: Hub) -> None:
 def test_stream_sends_retry_and_count_then_changes_heartbeats_and_ends_on_stop(hub: Hub) -> None:
     channel = hub.channels[STATEMENT]
     hub._changed(STATEMENT, 7)
-    body = stream(channel, channel.version, heartbeat=0.05, stopping=hub.stopping)
+    body = stream([(channel, channel.version)], hub.bell, heartbeat=0.05, stopping=hub.stopping)
     first = next(body)
     assert first.startswith(b"retry: ") and first.endswith(encode_count(STATEMENT, 7))
     assert next(body) == HEARTBEAT  # nothing changed within the heartbeat
@@ -77,10 +78,51 @@ def test_stream_sends_retry_and_count_then_changes_heartbeats_and_ends_on_stop(h
     assert list(body) == []
 
 
+def test_one_stream_carries_several_statements_in_order(hub: Hub) -> None:
+    hub._changed(STATEMENT, 3)
+    hub._changed("other", 9)
+    watched = [(hub.channels[sid], hub.channels[sid].version) for sid in ("other", STATEMENT)]
+    body = stream(watched, hub.bell, heartbeat=5, stopping=hub.stopping)
+    first = next(body)
+    assert first == b"retry: 3000\n" + encode_count("other", 9) + encode_count(STATEMENT, 3)
+    time.sleep(0.25)
+    hub._changed("other", 10)
+    assert next(body) == encode_count("other", 10)  # only what changed
+    time.sleep(0.25)
+    hub._changed(STATEMENT, 4)
+    assert next(body) == encode_count(STATEMENT, 4)
+    hub.stop()
+    assert list(body) == []
+
+
+def test_a_direct_viewer_of_two_statements_gets_one_heartbeat_and_both_counts(hub: Hub) -> None:
+    server, client = socket.socketpair()
+    server.setblocking(False)
+    client.settimeout(2)
+    one, other = hub.channels[STATEMENT], hub.channels["other"]
+    viewer = DirectViewer(server.fileno(), chunked=False, channels=(one, other))
+    one.viewers.add(viewer)
+    other.viewers.add(viewer)
+    hub.heartbeat = 0.05
+    beat = threading.Thread(target=hub._beat)  # the process's heartbeat loop, alone
+    beat.start()
+    time.sleep(0.12)
+    hub.stopping.set()
+    beat.join()
+    beats = client.recv(1000)
+    assert beats and beats == HEARTBEAT * (len(beats) // len(HEARTBEAT))
+    assert len(beats) // len(HEARTBEAT) <= 3  # once per beat, not once per statement
+    hub.stopping.clear()
+    hub._changed("other", 5)
+    assert client.recv(1000) == encode_count("other", 5)
+    server.close()
+    client.close()
+
+
 def test_a_slow_viewer_skips_to_the_newest_count(hub: Hub) -> None:
     channel = hub.channels[STATEMENT]
     hub._changed(STATEMENT, 1)
-    body = stream(channel, channel.version, heartbeat=5, stopping=hub.stopping)
+    body = stream([(channel, channel.version)], hub.bell, heartbeat=5, stopping=hub.stopping)
     next(body)
     for count in (2, 3, 4):
         time.sleep(0.21)
@@ -96,16 +138,16 @@ def test_one_subscription_serves_every_viewer_and_new_viewers_read_redis(
     subscriptions_before = len(redis_client.client_list(_type="pubsub"))
     hub.ensure_running()
     wait_until(lambda: hub.subscribed)
-    channel, version = hub.snapshot(STATEMENT)
+    [(channel, version)] = hub.snapshot([STATEMENT])
     assert channel.count == 10 and channel.version == version
     redis_client.publish(store.channel(STATEMENT), 11)
     wait_until(lambda: channel.count == 11)
     redis_client.set(store.key(STATEMENT, "count"), 99)  # behind the scripts' back
     started = time.monotonic()
-    wait_until(lambda: hub.snapshot(STATEMENT)[0].count == 99)  # new viewers: fresh ...
+    wait_until(lambda: hub.snapshot([STATEMENT])[0][0].count == 99)  # new viewers: fresh ...
     assert time.monotonic() - started <= COUNT_MAX_AGE + 0.1  # ... within a second
     for _ in range(50):
-        hub.snapshot(STATEMENT)
+        hub.snapshot([STATEMENT])
     assert len(redis_client.client_list(_type="pubsub")) == subscriptions_before + 1
 
 
@@ -115,7 +157,7 @@ def test_open_streams_learn_of_changes_made_behind_the_scripts_back(
     monkeypatch.setattr("widget.live.RESYNC_SECONDS", 0.3)
     hub.ensure_running()
     wait_until(lambda: hub.subscribed)
-    channel, version = hub.snapshot(STATEMENT)
+    [(channel, version)] = hub.snapshot([STATEMENT])
     redis_client.set(store.key(STATEMENT, "count"), 77)  # a restored backup, say
     wait_until(lambda: channel.count == 77)  # nobody asked: the periodic resync found it
     assert channel.version > version
@@ -126,7 +168,7 @@ def test_after_losing_the_subscription_the_hub_resyncs_moved_counts(
 ) -> None:
     hub.ensure_running()
     wait_until(lambda: hub.subscribed)
-    hub.snapshot(STATEMENT)
+    hub.snapshot([STATEMENT])
     channel = hub.channels[STATEMENT]
     assert channel.count == 0
     redis_client.client_kill_filter(_type="pubsub")

@@ -170,6 +170,20 @@ SETTINGS: tuple[Setting, ...] = (
         "coalesced and the last one is always sent.",
     ),
     Setting(
+        "STREAMS_PER_CLIENT",
+        50,
+        _to_int,
+        "Live-count streams one client may hold open at once, across every process "
+        "(an IPv4 address, or an IPv6 /64); more get 429.",
+    ),
+    Setting(
+        "STREAMS_PER_WORKER",
+        0,
+        _to_int,
+        "Most live-count streams one gunicorn worker holds; 0 means its connection limit "
+        "less a tenth (at least 10) kept for ordinary requests. More get 503.",
+    ),
+    Setting(
         "METRICS_PUBLIC",
         False,
         _to_bool,

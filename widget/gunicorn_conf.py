@@ -56,7 +56,9 @@ def post_worker_init(worker: Any) -> None:
     # stop or restart takes moments, not graceful_timeout (browsers reconnect by retry:).
     import signal
 
-    from widget.live import stop_streams
+    from widget.live import configure_worker, stop_streams
+
+    configure_worker(worker.worker_connections)
 
     previous = signal.getsignal(signal.SIGTERM)
 

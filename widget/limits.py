@@ -21,7 +21,7 @@ from .db import limiter_storage_uri
 from .errors import Problem
 from .privacy import client_hash
 
-PUBLIC_API = r"/api/v1/statements*"
+PUBLIC_API = r"/api/v1/(?:statements|events)\b"  # CORS for allied sites
 
 
 class Allowlist:

@@ -3,6 +3,8 @@
 ``GET /api/v1/statements/<id>/events`` answers ``text/event-stream``: a ``retry:`` field
 and the current count at once, then an ``event: count`` whenever the count changes, and
 a heartbeat comment every ``WIDGET_EVENTS_HEARTBEAT`` seconds.
+``GET /api/v1/events?statements=a,b`` is the same for several statements in one stream
+(each event names its statement), so a browser needs one connection for all its widgets.
 
 How it scales to thousands of viewers per process:
 
@@ -26,18 +28,22 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from .api import get_hub, get_statement
+from .errors import Problem
 from .metrics import OPEN_STREAMS
+from .privacy import client_hash, client_network
 from .store import RedisClient, Store
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__, url_prefix="/api/v1")
 
 RETRY_MS = 3000
+MAX_STREAM_STATEMENTS = 50  # per stream on /api/v1/events
 # How stale a count read may be: the API promises a count lags a write by at most one
 # second. Published changes arrive in milliseconds; this bounds the rest (a restored
 # backup, a flushed database), at one Redis read per statement and second per process.
@@ -62,11 +69,23 @@ def encode_count(statement_id: str, count: int) -> bytes:
     return f"event: count\ndata: {data}\n\n".encode()
 
 
+class Bell:
+    """Wakes the viewers that wait in their own thread (outside gunicorn's gevent workers)
+    whenever any count changes; each then looks at the channels it watches."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def ring(self) -> None:
+        event, self.event = self.event, threading.Event()
+        event.set()
+
+
 class Channel:
     """One statement's latest count, as numbers and as the bytes viewers receive."""
 
     __slots__ = (
-        "changed",
+        "bell",
         "count",
         "known",
         "known_at",
@@ -79,12 +98,12 @@ class Channel:
         "viewers",
     )
 
-    def __init__(self, statement_id: str) -> None:
+    def __init__(self, statement_id: str, bell: Bell) -> None:
         self.statement_id = statement_id
         self.count: int | None = None
         self.payload = b""
         self.version = 0
-        self.changed = threading.Event()
+        self.bell = bell
         # The newest count from Redis that coalescing has not sent yet.
         self.pending: int | None = None
         # The newest count this process has heard of (message or read), for count reads;
@@ -103,8 +122,7 @@ class Channel:
         self.count = count
         self.payload = encode_count(self.statement_id, count)
         self.version += 1
-        changed, self.changed = self.changed, threading.Event()
-        changed.set()
+        self.bell.ring()
         deliver(self.viewers, self.payload)
 
 
@@ -120,11 +138,12 @@ class DirectViewer:
     sends the rest cooperatively and then the newest event.
     """
 
-    __slots__ = ("backlog", "chunked", "closed", "fd", "lagging", "wake")
+    __slots__ = ("backlog", "channels", "chunked", "closed", "fd", "lagging", "wake")
 
-    def __init__(self, fd: int, chunked: bool) -> None:
+    def __init__(self, fd: int, chunked: bool, channels: tuple[Channel, ...] = ()) -> None:
         self.fd = fd
         self.chunked = chunked
+        self.channels = channels  # what it watches: a catch-up sends each one's newest count
         self.closed = False
         self.lagging = False
         self.backlog = b""
@@ -180,18 +199,26 @@ class Hub:
         statement_ids: list[str],
         min_interval: float,
         heartbeat: float = 15.0,
+        max_streams: int = 0,
     ) -> None:
         self.redis = redis
         self.store = store
         self.min_interval = min_interval
         self.heartbeat = heartbeat
-        self.channels = {sid: Channel(sid) for sid in statement_ids}
+        self.bell = Bell()
+        self.channels = {sid: Channel(sid, self.bell) for sid in statement_ids}
         self.lock = threading.Lock()
         self.subscribed = False
         self._last_sent: dict[str, float] = {}
         self._scheduled: set[str] = set()
         self._pid = 0
         self.stopping = threading.Event()
+        # Streams this process serves now, and the most it takes (None: no ceiling known);
+        # see configure_worker.
+        self.open_streams = 0
+        self.max_streams: int | None = max_streams or None
+        self.max_streams_setting = max_streams
+        self.process = ""  # this process's token in the per-client stream counts
         _hubs.add(self)
 
     # -- viewers ---------------------------------------------------------------------
@@ -203,6 +230,7 @@ class Hub:
             if self._pid == os.getpid():
                 return
             self._pid = os.getpid()
+            self.process = secrets.token_hex(8)
             self.subscribed = False
             thread = threading.Thread(target=self._run, name="undersign-live", daemon=True)
             thread.start()
@@ -212,23 +240,67 @@ class Hub:
     def _beat(self) -> None:
         """Heartbeats for direct viewers, one loop for the process (not a timer each)."""
         while not self.stopping.wait(self.heartbeat):
+            if self.open_streams:  # the streams counted for its clients still count
+                with contextlib.suppress(RedisError):  # if not now, at the next beat
+                    self.store.process_alive(self.process, self.alive_for)
             with self.lock:
+                viewers: set[DirectViewer] = set()
                 for channel in self.channels.values():
-                    deliver(channel.viewers, HEARTBEAT)
+                    viewers |= channel.viewers
+                deliver(viewers, HEARTBEAT)
 
-    def snapshot(self, statement_id: str) -> tuple[Channel, int]:
-        """The channel and the version of the first event a new viewer gets.
+    @property
+    def alive_for(self) -> int:
+        """How long this process's stream counts stay valid without a heartbeat."""
+        return int(self.heartbeat * 4) + 5
 
-        The count is at most ``COUNT_MAX_AGE`` old, as for count reads: a burst of new
+    def admit(self, client: str, per_client: int) -> None:
+        """Take one more stream for ``client`` (a keyed hash), or refuse it with a problem:
+        503 when this process is at its ceiling (so ordinary requests keep a share of its
+        connections), 429 when the client holds ``per_client`` streams already."""
+        self.ensure_running()
+        if self.max_streams is not None and self.open_streams >= self.max_streams:
+            raise Problem(
+                503,
+                "streams-full",
+                "Too many live streams",
+                "This server holds as many live streams as it can; the count still "
+                "answers at /count. Try the stream again shortly.",
+                headers={"Retry-After": "15"},
+            )
+        if not self.store.open_stream(client, self.process, per_client, self.alive_for):
+            raise Problem(
+                429,
+                "too-many-streams",
+                "Too many live streams",
+                f"This network already holds {per_client} live streams. One stream can "
+                "carry many statements: /api/v1/events?statements=a,b.",
+                headers={"Retry-After": "30"},
+            )
+        self.open_streams += 1
+
+    def release(self, client: str) -> None:
+        self.open_streams -= 1
+        try:
+            self.store.close_stream(client, self.process)
+        except RedisError:
+            log.warning("live: could not release a stream's count (Redis unavailable)")
+
+    def snapshot(self, statement_ids: Sequence[str]) -> list[tuple[Channel, int]]:
+        """Each statement's channel and the version of the first event a new viewer gets.
+
+        The counts are at most ``COUNT_MAX_AGE`` old, as for count reads: a burst of new
         viewers (a redeploy reconnects them all) costs one Redis read per statement, not
         one each. A Redis error propagates: the viewer gets a 503 problem, not a stream.
         """
-        channel = self.channels[statement_id]
-        count = self.count(statement_id)
+        counts = [(self.channels[sid], self.count(sid)) for sid in statement_ids]
         with self.lock:
-            if channel.count is None:  # known, but its event still waits for coalescing
-                channel.publish(count)
-            return channel, channel.version
+            watched = []
+            for channel, count in counts:
+                if channel.count is None:  # known, but its event still waits for coalescing
+                    channel.publish(count)
+                watched.append((channel, channel.version))
+            return watched
 
     def fresh_count(self, statement_id: str) -> int | None:
         """The count from memory if it is at most ``COUNT_MAX_AGE`` old, else ``None``.
@@ -394,11 +466,20 @@ class Hub:
         """End every stream of this process (the worker is shutting down)."""
         self.stopping.set()
         with self.lock:
+            self.bell.ring()
             for channel in self.channels.values():
-                channel.changed.set()
                 for viewer in list(channel.viewers):
                     viewer.close()
                 channel.viewers.clear()
+
+
+def configure_worker(worker_connections: int) -> None:
+    """Called in each gunicorn worker: keep streams below the worker's connection limit,
+    so ordinary requests (count reads, endorsements) always find a free connection."""
+    automatic = max(1, worker_connections - max(worker_connections // 10, 10))
+    for hub in list(_hubs):
+        wanted = hub.max_streams_setting
+        hub.max_streams = min(wanted, automatic) if wanted else automatic
 
 
 def stop_streams() -> None:
@@ -407,43 +488,55 @@ def stop_streams() -> None:
         hub.stop()
 
 
+def first_event(watched: Sequence[tuple[Channel, int]]) -> bytes:
+    """What a new viewer gets at once: the reconnect delay and every watched count."""
+    return b"retry: %d\n" % RETRY_MS + b"".join(channel.payload for channel, _ in watched)
+
+
 def stream(
-    channel: Channel, version: int, heartbeat: float, stopping: threading.Event
+    watched: Sequence[tuple[Channel, int]], bell: Bell, heartbeat: float, stopping: threading.Event
 ) -> Iterator[bytes]:
     """The body of one viewer's response: bytes already encoded, nothing per viewer."""
     OPEN_STREAMS.inc()
     try:
-        yield b"retry: %d\n" % RETRY_MS + channel.payload
-        seen = version
+        yield first_event(watched)
+        seen = {channel: version for channel, version in watched}
         while not stopping.is_set():
-            changed = channel.changed
-            if channel.version != seen:
-                seen = channel.version
-                yield channel.payload
-            elif not changed.wait(heartbeat):
+            rung = bell.event
+            news = b""
+            for channel, version in seen.items():
+                if channel.version != version:
+                    seen[channel] = channel.version
+                    news += channel.payload
+            if news:
+                yield news
+            elif not rung.wait(heartbeat):
                 yield HEARTBEAT
     finally:
         OPEN_STREAMS.dec()
 
 
 def direct_stream(
-    hub: Hub, channel: Channel, version: int, sock: Any, chunked: bool
+    hub: Hub, watched: Sequence[tuple[Channel, int]], sock: Any, chunked: bool
 ) -> Iterator[bytes]:
     """Like ``stream``, but after the first event the hub writes to ``sock`` itself."""
     OPEN_STREAMS.inc()
-    viewer = DirectViewer(sock.fileno(), chunked)
+    channels = tuple(channel for channel, _ in watched)
+    viewer = DirectViewer(sock.fileno(), chunked, channels)
     try:
-        yield b"retry: %d\n" % RETRY_MS + channel.payload  # gunicorn sends the headers
+        yield first_event(watched)  # gunicorn sends the headers with it
         with hub.lock:
             if hub.stopping.is_set():
                 return
-            channel.viewers.add(viewer)
-            if channel.version != version:  # changed while the first event went out
-                viewer.lagging = True
+            for channel, version in watched:
+                channel.viewers.add(viewer)
+                if channel.version != version:  # changed while the first event went out
+                    viewer.lagging = True
         while not viewer.closed:
             if viewer.lagging:
                 backlog, viewer.backlog = viewer.backlog, b""
-                sock.sendall(backlog + viewer.frame(channel.payload))
+                newest = b"".join(channel.payload for channel in channels)
+                sock.sendall(backlog + viewer.frame(newest))
                 viewer.lagging = False
                 continue
             viewer.wake.wait()
@@ -452,7 +545,8 @@ def direct_stream(
         pass  # the viewer left
     finally:
         with hub.lock:
-            channel.viewers.discard(viewer)
+            for channel in channels:
+                channel.viewers.discard(viewer)
         OPEN_STREAMS.dec()
 
 
@@ -467,23 +561,71 @@ def can_write_directly(environ: Mapping[str, Any]) -> bool:
     return bool(monkey.is_module_patched("socket"))
 
 
-@bp.get("/statements/<statement_id>/events")
-def events(statement_id: str) -> Response:
-    statement = get_statement(statement_id)
+def event_stream(statement_ids: Sequence[str]) -> Response:
+    """A live stream of these (known) statements' counts, if this client may open one."""
     hub = get_hub()
-    hub.ensure_running()
-    channel, version = hub.snapshot(statement.id)
+    client = client_hash(
+        current_app.config["SECRET_KEY"], client_network(request.remote_addr or "unknown")
+    )
+    hub.admit(client, current_app.config["STREAMS_PER_CLIENT"])
+    try:
+        watched = hub.snapshot(statement_ids)
+    except BaseException:
+        hub.release(client)
+        raise
     body: Iterator[bytes]
     if can_write_directly(request.environ):
         # gunicorn frames a body in chunks exactly when the client speaks HTTP/1.1+.
         chunked = request.environ.get("SERVER_PROTOCOL", "HTTP/1.0") != "HTTP/1.0"
-        body = direct_stream(hub, channel, version, request.environ["gunicorn.socket"], chunked)
+        body = direct_stream(hub, watched, request.environ["gunicorn.socket"], chunked)
     else:
-        body = stream(channel, version, current_app.config["EVENTS_HEARTBEAT"], hub.stopping)
-    response = Response(body, mimetype="text/event-stream")
+        heartbeat = current_app.config["EVENTS_HEARTBEAT"]
+        body = stream(watched, hub.bell, heartbeat, hub.stopping)
+    response = Response(released(body, hub, client), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache, no-transform"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     return response
+
+
+def released(body: Iterator[bytes], hub: Hub, client: str) -> Iterator[bytes]:
+    """``body``, then the client's stream count goes down (however the stream ends)."""
+    try:
+        yield from body
+    finally:
+        hub.release(client)
+
+
+@bp.get("/statements/<statement_id>/events")
+def events(statement_id: str) -> Response:
+    return event_stream([get_statement(statement_id).id])
+
+
+def requested_statements(raw: str | None) -> list[str]:
+    """The ids of ``?statements=a,b,c``, each known and named once, in the order given."""
+    ids = list(dict.fromkeys(part.strip() for part in (raw or "").split(",") if part.strip()))
+    if not ids:
+        raise Problem(
+            422,
+            "invalid-statements",
+            "No statements named",
+            f"Name the statements to watch: ?statements=id1,id2 (at most {MAX_STREAM_STATEMENTS}).",
+            errors={"statements": "Name at least one statement id."},
+        )
+    if len(ids) > MAX_STREAM_STATEMENTS:
+        raise Problem(
+            422,
+            "invalid-statements",
+            "Too many statements",
+            f"One stream carries at most {MAX_STREAM_STATEMENTS} statements; "
+            f"{len(ids)} were named.",
+            errors={"statements": f"Name at most {MAX_STREAM_STATEMENTS} statement ids."},
+        )
+    return [get_statement(sid).id for sid in ids]  # an unknown id is a 404 problem
+
+
+@bp.get("/events")
+def multi_events() -> Response:
+    return event_stream(requested_statements(request.args.get("statements")))
 
 
 def init_app(app: Flask) -> None:
@@ -494,5 +636,6 @@ def init_app(app: Flask) -> None:
         list(registry.ids()),
         app.config["EVENTS_MIN_INTERVAL"],
         app.config["EVENTS_HEARTBEAT"],
+        app.config["STREAMS_PER_WORKER"],
     )
     app.register_blueprint(bp)

@@ -147,6 +147,52 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/events": {
+                "get": {
+                    "summary": "Live counts of several statements in one Server-Sent Events stream",
+                    "description": (
+                        "The same stream as `/api/v1/statements/{statement_id}/events` for up to "
+                        "50 statements at once, so that a page (or a browser's tabs, which elect "
+                        "one of them to listen) needs one connection for every widget: a "
+                        "`retry:` field and each statement's current count at once, in the order "
+                        'named, then an event `count` with data `{"id", "count"}` whenever one '
+                        "of them changes (coalesced per statement, the last one always exact), "
+                        "and a comment line as heartbeat while idle. An id named twice counts "
+                        "once."
+                    ),
+                    "parameters": [
+                        {
+                            "name": "statements",
+                            "in": "query",
+                            "required": True,
+                            "description": "Comma-separated statement ids (1 to 50).",
+                            "schema": {"type": "string", "minLength": 1},
+                            "example": "dongelek-ystel",
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "An endless event stream",
+                            "content": {
+                                "text/event-stream": {
+                                    "schema": {"type": "string"},
+                                    "example": (
+                                        "retry: 3000\nevent: count\n"
+                                        'data: {"id": "dongelek-ystel", "count": 1234}\n\n'
+                                        "event: count\n"
+                                        'data: {"id": "clean-air", "count": 56}\n\n'
+                                    ),
+                                }
+                            },
+                        },
+                        "403": PROBLEM,
+                        "404": PROBLEM,
+                        "422": PROBLEM,
+                        "429": PROBLEM,
+                        "503": PROBLEM,
+                    },
+                }
+            },
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document",

@@ -13,6 +13,11 @@ Cluster keeps them in one slot and a single Lua script can touch them all::
     us:{id}:struck       hash     stream entry id -> JSON {by, at, reason}
     us:{id}:events       channel  pub/sub: the new count after each change
 
+Open live-count streams are counted per client, across every process, in keys of their
+own slot (``{streams}``): ``us:{streams}:c:<client hash>`` (hash: process token -> open
+streams) and ``us:{streams}:procs`` (hash: process token -> alive-until, epoch seconds),
+so the streams of a process that died stop counting once it misses its heartbeats.
+
 Stream entries hold ``h`` (email HMAC), ``n`` (display name), ``c`` (country or ""),
 ``s`` (source origin or "direct") and ``p`` ("1" when the endorser chose to be shown).
 No raw email or IP address is ever passed to this module.
@@ -104,6 +109,34 @@ return {'changed', count}
 """
 
 
+# Admit one more live-count stream for a client unless it already holds ``cap`` across
+# every live process; processes that stopped renewing their alive-until are forgotten.
+OPEN_STREAM_LUA = """
+local client, procs = KEYS[1], KEYS[2]
+local token, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = tonumber(redis.call('TIME')[1])
+redis.call('HSET', procs, token, now + ttl)
+local open = 0
+local fields = redis.call('HGETALL', client)
+for i = 1, #fields, 2 do
+  if tonumber(redis.call('HGET', procs, fields[i]) or '0') < now then
+    redis.call('HDEL', client, fields[i])
+  else
+    open = open + tonumber(fields[i + 1])
+  end
+end
+if open >= cap then return 0 end
+redis.call('HINCRBY', client, token, 1)
+redis.call('EXPIRE', client, 86400)
+return 1
+"""
+
+CLOSE_STREAM_LUA = """
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Endorsement:
     """What one person gives: already validated, email already reduced to its HMAC."""
@@ -142,6 +175,7 @@ class Store:
         self.redis = redis
         self.prefix = prefix
         self._endorse = redis.register_script(ENDORSE_LUA)
+        self._scripts: dict[str, Any] = {}
 
     # -- key names -------------------------------------------------------------------
     def key(self, statement_id: str, name: str) -> str:
@@ -223,6 +257,29 @@ class Store:
             last = _text(rows[-1][0])
             cursor = "(" + last
 
+    # -- live-count streams per client ----------------------------------------------
+    def open_stream(self, client: str, process: str, cap: int, alive_for: int) -> bool:
+        """Count one more stream of ``client`` (a keyed hash) served by ``process``, unless
+        the client already holds ``cap`` open streams; False refuses it."""
+        keys = [f"{self.prefix}:{{streams}}:c:{client}", f"{self.prefix}:{{streams}}:procs"]
+        script = self._script("open_stream", OPEN_STREAM_LUA)
+        return bool(script(keys=keys, args=[process, cap, alive_for]))
+
+    def close_stream(self, client: str, process: str) -> None:
+        script = self._script("close_stream", CLOSE_STREAM_LUA)
+        script(keys=[f"{self.prefix}:{{streams}}:c:{client}"], args=[process])
+
+    def process_alive(self, process: str, alive_for: int) -> None:
+        """``process`` still serves its streams for at least ``alive_for`` seconds."""
+        procs = f"{self.prefix}:{{streams}}:procs"
+        self.redis.hset(procs, process, int(time.time()) + alive_for)
+
+    def _script(self, name: str, source: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self.redis.register_script(source)
+        return script
+
     # -- writes ----------------------------------------------------------------------
     def endorse(self, statement_id: str, endorsement: Endorsement) -> EndorseResult:
         keys = [
@@ -279,17 +336,10 @@ class Store:
             )
         ]
         args = [entry_id, mode, record, self.channel(statement_id)]
-        status, count = self._moderate_script(keys=keys, args=args)
+        status, count = self._script("moderate", MODERATE_LUA)(keys=keys, args=args)
         if _text(status) == "missing":
             raise KeyError(entry_id)
         return _text(status) == "changed", int(count)
-
-    @property
-    def _moderate_script(self) -> Any:
-        script = self.__dict__.get("_moderate_lua")
-        if script is None:
-            script = self.__dict__["_moderate_lua"] = self.redis.register_script(MODERATE_LUA)
-        return script
 
     def strike(
         self, statement_id: str, entry_id: str, by: str, reason: str = ""
