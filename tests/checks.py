@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import altcha
 import requests
 from redis import Redis
 from werkzeug.test import TestResponse
@@ -91,3 +92,20 @@ def write_statement(folder: Path, statement_id: str, title: str = "A second stat
         encoding="utf-8",
     )
     return path
+
+
+def solve(challenge: dict[str, Any]) -> str:
+    """Solve an ALTCHA challenge with the official library, as a browser's widget would,
+    and return the payload the API takes as ``altcha``."""
+    parsed = altcha.Challenge.from_dict(challenge)
+    solution = altcha.solve_challenge(parsed)
+    assert solution is not None, "the challenge could not be solved"
+    return str(altcha.Payload(parsed, solution).to_base64())
+
+
+def altcha_for(base_url: str, statement: str = STATEMENT) -> str:
+    """A solved proof of work for one endorsement on a running server."""
+    url = f"{base_url}/api/v1/statements/{statement}/challenge"
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+    return solve(response.json())

@@ -50,7 +50,13 @@ def redis_client(redis_server: RedisServer) -> Iterator[Redis]:
     if redis_server.process is None:
         redis_server.start()
     client = redis_server.client()
+    # The day's salt for client hashes stays: a service keeps it all day, and a worker
+    # of a long-lived test server holds it in memory as a cache.
+    salts = {k: (client.get(k), client.pttl(k)) for k in client.scan_iter("us:salt:*")}
     client.flushall()
+    for key, (salt, ttl) in salts.items():
+        if salt is not None and ttl > 0:
+            client.set(key, salt, px=ttl)
     yield client
     if redis_server.process is None:
         redis_server.start()
@@ -63,6 +69,11 @@ def base_config(redis_server: RedisServer, **overrides: Any) -> dict[str, Any]:
         "SECRET_KEY": SECRET,
         "ALLOWED_ORIGINS": ALLY,
         "ENDORSE_LIMIT": "1000/minute",
+        "NETWORK_LIMIT": "1000/minute",
+        "SOURCE_LIMIT": "100000/minute",
+        "STATEMENT_LIMIT": "100000/minute",
+        "FORM_LIMIT": "1000/minute",
+        "POW": False,  # tests that need the proof of work turn it on
         "ADMIN_TOKEN": "admin-token-for-tests",
     }
     config.update(overrides)
@@ -98,6 +109,11 @@ def gunicorn_env(redis_server: RedisServer, **overrides: str) -> dict[str, str]:
         "WIDGET_SECRET_KEY": SECRET,
         "WIDGET_ALLOWED_ORIGINS": ALLY,
         "WIDGET_ENDORSE_LIMIT": "100000/minute",
+        "WIDGET_NETWORK_LIMIT": "100000/minute",
+        "WIDGET_SOURCE_LIMIT": "100000/minute",
+        "WIDGET_STATEMENT_LIMIT": "100000/minute",
+        "WIDGET_FORM_LIMIT": "100000/minute",
+        "WIDGET_POW": "off",  # tests that need the proof of work turn it on
         "WIDGET_ADMIN_TOKEN": "admin-token-for-tests",
     }
     env.update(overrides)

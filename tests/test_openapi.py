@@ -275,6 +275,7 @@ def test_problem_answers_match_the_document(
     store.set_closed(STATEMENT, False)
     call("POST", post_url, 201, json=person(1))
     client = make_app(ENDORSE_LIMIT="1/minute").test_client()
+    client.environ_base["REMOTE_ADDR"] = "198.51.100.7"  # a client with its quota whole
     call("POST", post_url, 201, json=person(2))
     limited = call("POST", post_url, 429, json=person(3))
     assert limited["retry_after"] >= 1

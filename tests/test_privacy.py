@@ -8,6 +8,7 @@ in every database is dumped and searched.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +20,9 @@ from flask import Flask
 from redis import Redis
 from servers import Gunicorn, RedisServer
 
-from widget.privacy import client_hash
+from widget.abuse import CLIENT_PREFIXES, network_of
+from widget.privacy import DAY, SALT_GRACE, DailySalt
+from widget.store import Store
 
 pytestmark = pytest.mark.server
 
@@ -91,6 +94,11 @@ def dump_redis(redis_server: RedisServer) -> str:
     return "\n".join(parts)
 
 
+def client_hash(redis: Redis, address: str) -> str:
+    """How the limiter keys a client today: its address (or IPv6 /64) under the day's salt."""
+    return DailySalt(Store(redis).daily_salt).hash(network_of(address, CLIENT_PREFIXES))
+
+
 def post(server: Gunicorn, body: dict[str, Any], client_ip: str, **headers: str) -> Any:
     headers = {"X-Forwarded-For": client_ip, **headers}
     return requests.post(server.url + endorsements_url(), json=body, headers=headers, timeout=10)
@@ -128,9 +136,9 @@ def test_no_email_or_ip_anywhere_in_redis(
     assert "2001:db8" not in lowered
 
     # The limiter did see the forwarded client, and keeps it only as a keyed hash.
-    assert client_hash(SECRET, CLIENT_V4) in dump
-    assert client_hash(SECRET, CLIENT_V6) in dump
-    assert client_hash(SECRET, "127.0.0.1") not in dump
+    assert client_hash(redis_client, CLIENT_V4) in dump
+    assert client_hash(redis_client, CLIENT_V6) in dump
+    assert client_hash(redis_client, "127.0.0.1") not in dump
     # The log keeps what the issue allows: names, countries, sources.
     assert "Person 0" in dump and "KZ" in dump and ALLY in dump
 
@@ -172,8 +180,8 @@ def test_without_trusted_proxies_forwarded_for_is_ignored(
     refused = client.post(url, json=person(3), headers={"X-Forwarded-For": "198.51.100.6"})
     assert_problem(refused, 429)
     dump = " ".join(k.decode() for k in redis_client.scan_iter())
-    assert client_hash(SECRET, "127.0.0.1") in dump  # the real peer address, hashed
-    assert client_hash(SECRET, "198.51.100.4") not in dump
+    assert client_hash(redis_client, "127.0.0.1") in dump  # the real peer address, hashed
+    assert client_hash(redis_client, "198.51.100.4") not in dump
 
 
 def test_trusted_proxy_in_process(make_app: MakeApp, redis_client: Redis) -> None:
@@ -195,3 +203,45 @@ def test_email_hmac_is_keyed_and_bound_to_the_statement() -> None:
     assert one != email_hmac(SECRET + "x", STATEMENT, "ana@example.org")
     assert one != email_hmac(SECRET, "other-statement", "ana@example.org")
     assert len(one) == 64 and "ana" not in one
+
+
+def test_client_hashes_use_a_random_salt_that_ends_with_the_day(redis_client: Redis) -> None:
+    store = Store(redis_client)
+    now = time.time()
+    day = time.strftime("%Y-%m-%d", time.gmtime(now))
+    redis_client.delete(*redis_client.keys("us:salt:*"))
+    today = DailySalt(store.daily_salt)
+    first = today.hash("203.0.113.9", now)
+    assert first == DailySalt(store.daily_salt).hash("203.0.113.9", now)  # shared by all
+    assert [k.decode() for k in redis_client.scan_iter("us:salt:*")] == [f"us:salt:{day}"]
+    midnight = (now // DAY + 1) * DAY
+    expires_at = time.time() + redis_client.pttl(f"us:salt:{day}") / 1000
+    assert abs(expires_at - (midnight + SALT_GRACE)) < 5  # gone soon after midnight
+    assert SECRET not in redis_client.get(f"us:salt:{day}").decode()
+    # Not derived from the secret: the same secret and address, a new salt, a new hash.
+    redis_client.delete(f"us:salt:{day}")
+    assert DailySalt(store.daily_salt).hash("203.0.113.9", now) != first
+    # Tomorrow is another salt, so today's hashes cannot be matched tomorrow.
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(now + DAY))
+    assert today.hash("203.0.113.9", now + DAY) != first
+    assert redis_client.exists(f"us:salt:{tomorrow}")
+
+
+def test_a_lost_salt_is_put_back_not_replaced(redis_client: Redis) -> None:
+    """Workers that cached the day's salt agree again after Redis lost it (a flush)."""
+    store = Store(redis_client)
+    one, two = DailySalt(store.daily_salt), DailySalt(store.daily_salt)
+    assert one.hash("203.0.113.9") == two.hash("203.0.113.9")
+    redis_client.delete(*redis_client.keys("us:salt:*"))
+    one._checked = 0.0  # one's recheck is due; two still trusts its copy for a while
+    assert one.hash("203.0.113.9") == two.hash("203.0.113.9")
+
+
+def test_ipv6_clients_are_keyed_by_their_slash_64(redis_client: Redis) -> None:
+    salt = DailySalt(Store(redis_client).daily_salt)
+    one = salt.hash(network_of("2001:db8:1:2:aaaa::1", CLIENT_PREFIXES))
+    assert one == salt.hash(network_of("2001:db8:1:2:ffff::9", CLIENT_PREFIXES))
+    assert one != salt.hash(network_of("2001:db8:1:3::1", CLIENT_PREFIXES))
+    assert salt.hash(network_of("::ffff:198.51.100.7", CLIENT_PREFIXES)) == salt.hash(
+        network_of("198.51.100.7", CLIENT_PREFIXES)
+    )

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import requests
-from checks import STATEMENT, endorsements_url, person
+from checks import STATEMENT, altcha_for, endorsements_url, person
 from conftest import SECRET
 from servers import RedisServer, free_port
 
@@ -134,7 +134,9 @@ def test_serve_on_embedded_redis_keeps_data_across_restarts(data_dir: Path) -> N
         redis_pid = int((data_dir / "redis.pid").read_text())
 
         url = first.url + endorsements_url()
-        posted = http("POST", url, json=person(1, email="Ana@Example.org"))
+        # The proof of work is on by default: solve it as the widget would.
+        body = person(1, email="Ana@Example.org", altcha=altcha_for(first.url))
+        posted = http("POST", url, json=body)
         assert posted.status_code == 201
         assert posted.json() == {"status": "counted", "count": 1}
 
@@ -161,9 +163,11 @@ def test_serve_on_embedded_redis_keeps_data_across_restarts(data_dir: Path) -> N
         assert count == {"id": STATEMENT, "count": 1}
         # Same secret after the restart: the same person is still recognised.
         url = second.url + endorsements_url()
-        again = http("POST", url, json=person(1, email=" ana@example.ORG"))
+        again = http(
+            "POST", url, json=person(1, email=" ana@example.ORG", altcha=altcha_for(second.url))
+        )
         assert again.json() == {"status": "duplicate", "count": 1}
-        other = http("POST", url, json=person(2))
+        other = http("POST", url, json=person(2, altcha=altcha_for(second.url)))
         assert other.json() == {"status": "counted", "count": 2}
     finally:
         code = second.stop(signal.SIGINT)
@@ -187,7 +191,8 @@ def test_serve_with_redis_url_starts_no_redis(
     try:
         server.wait_ready()
         url = server.url + endorsements_url()
-        assert http("POST", url, json=person(1)).status_code == 201
+        body = person(1, altcha=altcha_for(server.url))
+        assert http("POST", url, json=body).status_code == 201
         assert redis_server.client().get(f"us:{{{STATEMENT}}}:count") == b"1"
     finally:
         assert server.stop() == 0, server.output

@@ -35,7 +35,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     live.init_app(app)
     admin.init_app(app)
     metrics.init_app(app)
-    limits.init_app(app, ["api.endorse", *embed.RATE_LIMITED_ENDPOINTS])
+    limits.init_app(app)
     app.wsgi_app = fastcount.CountFastPath(  # type: ignore[method-assign]
         app.wsgi_app, app.extensions["undersign.live"], app.extensions["undersign.statements"].ids()
     )

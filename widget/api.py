@@ -6,20 +6,31 @@ a ``Problem`` (see ``errors``), so the response is problem+json and nothing is w
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, json, jsonify, request
 
+from .abuse import (
+    CLIENT_PREFIXES,
+    NETWORK_PREFIXES,
+    EmailError,
+    canonical_email,
+    is_disposable,
+    network_of,
+    tiers,
+)
 from .db import get_store
 from .errors import Problem
 from .limits import get_allowlist, is_own_origin
 from .links import normalize_origin, statement_url
 from .metrics import record_outcome
 from .openapi import openapi_document
-from .privacy import email_hmac
+from .pow import PowError, ProofOfWork
+from .privacy import DailySalt, email_hmac
 from .statements import Statement, StatementRegistry
-from .store import Endorsement, EndorseResult, LogEntry
+from .store import Endorsement, EndorseResult, Guard, LogEntry, Tier
 from .validation import EndorsementInput, validate_endorsement
 
 if TYPE_CHECKING:
@@ -160,17 +171,66 @@ def endorsement_source(claimed: str) -> str:
     return "direct"
 
 
-def record_endorsement(statement: Statement, data: EndorsementInput) -> EndorseResult:
-    """Store one validated endorsement; shared by the JSON API and the no-JS form."""
+def get_pow() -> ProofOfWork:
+    pow_: ProofOfWork = current_app.extensions["undersign.pow"]
+    return pow_
+
+
+def get_salt() -> DailySalt:
+    salt: DailySalt = current_app.extensions["undersign.salt"]
+    return salt
+
+
+def address_tiers(source: str) -> tuple[Tier, ...]:
+    """The rate-limit tiers of this request's client (hashed under the day's salt)."""
+    address = request.remote_addr or "unknown"
+    salt = get_salt()
+    return tiers(
+        current_app.extensions["undersign.tier_limits"],
+        client=salt.hash(network_of(address, CLIENT_PREFIXES)),
+        network=salt.hash(network_of(address, NETWORK_PREFIXES)),
+        source=source,
+    )
+
+
+def record_endorsement(
+    statement: Statement, data: EndorsementInput, altcha: Any = None, *, pow_required: bool
+) -> EndorseResult:
+    """Store one validated endorsement; shared by the JSON API and the no-JS form.
+
+    Refusals, in order: closed (409), an address this service does not take (422), a
+    missing or bad proof of work (422), a rate-limit tier (429), a proof of work used
+    before (422). Each changes nothing."""
     require_open(statement)
+    try:
+        email = canonical_email(data.email)
+    except EmailError as exc:
+        raise invalid({"email": str(exc)}) from None
+    if statement.block_disposable and is_disposable(email.domain):
+        raise invalid({"email": "Addresses at throwaway-mail services are not accepted here."})
+    nonce, remember_for = "", 0
+    if pow_required:
+        try:
+            solved = get_pow().verify(altcha, statement.id)
+        except PowError as exc:
+            raise invalid({"altcha": str(exc)}) from None
+        nonce, remember_for = solved.nonce, max(1, solved.expires_at - int(time.time()))
+    secret = current_app.config["SECRET_KEY"]
+    source = endorsement_source(data.source)
+    guard = Guard(
+        tiers=address_tiers(source),
+        pow_nonce=nonce,
+        pow_ttl=remember_for,
+        legacy_hmac=email_hmac(secret, statement.id, email.legacy),
+    )
     endorsement = Endorsement(
-        email_hmac=email_hmac(current_app.config["SECRET_KEY"], statement.id, data.email),
+        email_hmac=email_hmac(secret, statement.id, email.address),
         name=data.name,
         country=data.country,
-        source=endorsement_source(data.source),
+        source=source,
         public=data.public,
     )
-    result = get_store().endorse(statement.id, endorsement)
+    result = get_store().endorse(statement.id, endorsement, guard)
     record_outcome(result.status)
     if result.status == "counted":
         get_hub().heard(statement.id, result.count)
@@ -182,6 +242,19 @@ def record_endorsement(statement: Statement, data: EndorsementInput) -> EndorseR
             "The organisers have closed this statement for new endorsements.",
             count=result.count,
         )
+    if result.status == "limited":
+        raise Problem(
+            429,
+            "rate-limited",
+            "Too many requests",
+            f"Too many endorsements ({result.tier} limit). "
+            f"Try again in {result.retry_after} seconds.",
+            headers={"Retry-After": str(result.retry_after)},
+            limit=result.tier,
+            retry_after=result.retry_after,
+        )
+    if result.status == "replay":
+        raise invalid({"altcha": "This proof-of-work solution was used already; solve a new one."})
     return result
 
 
@@ -195,17 +268,41 @@ def invalid(errors: dict[str, str]) -> Problem:
     )
 
 
+def honeypot_answer(statement: Statement) -> tuple[Response, int]:
+    """What a form filler gets when it fills the field people never see: a success in
+    every way that shows, and nothing recorded."""
+    record_outcome("rejected", "honeypot")
+    response = jsonify({"status": "counted", "count": get_hub().count(statement.id)})
+    response.headers["Cache-Control"] = "no-store"
+    return response, 201
+
+
 @bp.post("/statements/<statement_id>/endorsements")
 def endorse(statement_id: str) -> tuple[Response, int]:
     statement = get_statement(statement_id)
     body = read_json_body()
+    if isinstance(body, dict) and body.get("website"):
+        return honeypot_answer(statement)
     data = validate_endorsement(body)
     if not isinstance(data, EndorsementInput):
         raise invalid(data)
-    result = record_endorsement(statement, data)
+    altcha = body.get("altcha") if isinstance(body, dict) else None
+    pow_required = current_app.config["POW"]
+    result = record_endorsement(statement, data, altcha, pow_required=pow_required)
     response = jsonify({"status": result.status, "count": result.count})
     response.headers["Cache-Control"] = "no-store"
     return response, 201 if result.status == "counted" else 200
+
+
+@bp.get("/statements/<statement_id>/challenge")
+def challenge(statement_id: str) -> Response:
+    """An ALTCHA challenge for one endorsement of this statement."""
+    statement = get_statement(statement_id)
+    pow_ = get_pow()
+    cost = pow_.cost * (2 if get_store().surging(statement.id) else 1)
+    response = jsonify(pow_.challenge(statement.id, cost))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 RECENT_LIMIT = 5

@@ -54,6 +54,26 @@ def _to_str(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _to_limit(value: Any) -> str:
+    """A rate limit in flask-limiter's syntax (``5/minute;50/day``), checked now."""
+    from limits import parse_many
+
+    text = _to_str(value).strip()
+    try:
+        if not parse_many(text):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"expected a limit like 5/minute;50/day, got {text!r}") from None
+    return text
+
+
+def _to_positive_int(value: Any) -> int:
+    number = _to_int(value)
+    if number < 1:
+        raise ValueError(f"expected a whole number of at least 1, got {value!r}")
+    return number
+
+
 def _to_redis_url(value: Any) -> str:
     url = _to_str(value).strip()
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
@@ -134,8 +154,53 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ENDORSE_LIMIT",
         "5/minute;50/day",
-        _to_str,
-        "Endorsements allowed per client address (flask-limiter syntax).",
+        _to_limit,
+        "Endorsements per client and statement (the `client` tier: an IPv4 address or an "
+        "IPv6 /64), flask-limiter syntax.",
+    ),
+    Setting(
+        "NETWORK_LIMIT",
+        "30/minute;300/day",
+        _to_limit,
+        "Endorsements per network and statement (the `network` tier: IPv4 /24, IPv6 /48).",
+    ),
+    Setting(
+        "SOURCE_LIMIT",
+        "600/minute",
+        _to_limit,
+        "Endorsements per statement and allied source (the `source` tier).",
+    ),
+    Setting(
+        "STATEMENT_LIMIT",
+        "3000/minute",
+        _to_limit,
+        "Endorsements per statement, from everywhere (the `statement` tier).",
+    ),
+    Setting(
+        "FORM_LIMIT",
+        "1/minute",
+        _to_limit,
+        "Endorsements per client through the hosted page's no-JavaScript form, which solves "
+        "no proof of work.",
+    ),
+    Setting(
+        "POW",
+        True,
+        _to_bool,
+        "Ask for an ALTCHA proof of work with each endorsement through the API (`off` for none).",
+    ),
+    Setting(
+        "POW_COST",
+        3000,
+        _to_positive_int,
+        "PBKDF2-SHA-256 iterations per attempt of the proof of work (ALTCHA's `cost`); a "
+        "solver makes 16-48 attempts. Doubles while the statement surges.",
+    ),
+    Setting(
+        "CHALLENGE_LIMIT",
+        "30/minute",
+        _to_limit,
+        "Proof-of-work challenges one client may fetch (flask-limiter syntax).",
     ),
     Setting(
         "TRUSTED_PROXIES",

@@ -41,6 +41,7 @@ from .errors import Problem, handle_rate_limit
 from .i18n import Catalog, catalogs, get_catalog, match_language
 from .limits import get_allowlist, is_own_origin
 from .links import absolute, statement_url
+from .metrics import record_outcome
 from .resources import EMBED_SITE_DIR, STATIC_DIR
 from .statements import Statement
 from .validation import COUNTRY_CODES, MAX_NAME, EndorsementInput, validate_endorsement
@@ -55,8 +56,6 @@ class AssetBlueprint(Blueprint):
 
 bp = AssetBlueprint("embed", __name__, static_folder=str(STATIC_DIR), static_url_path="/static")
 
-# Views that record an endorsement: rate limited together with the JSON API.
-RATE_LIMITED_ENDPOINTS: list[str] = ["embed.endorse_form"]
 
 LAYOUTS = ("full", "compact", "counter")
 THEMES = ("auto", "light", "dark")
@@ -336,6 +335,9 @@ def endorse_form(statement_id: str) -> Response:
         "public": form.get("public") == "1",
     }
     values = {k: body[k] for k in ("name", "email", "country", "public", "consent")}
+    if form.get("website"):  # the field people never see: answer as if counted
+        record_outcome("rejected", "honeypot")
+        return result_page(statement, t, "counted", get_store().count(statement.id))
     if not form_token_ok(form.get("token", ""), statement.id):
         return render_statement_page(
             statement, t, status=400, values=values, message=t("err_expired")
@@ -351,21 +353,44 @@ def endorse_form(statement_id: str) -> Response:
             message=t("err_fix"),
         )
     try:
-        result = record_endorsement(statement, data)
+        result = record_endorsement(statement, data, pow_required=False)
     except Problem as problem:
-        if problem.code != 409:
+        if problem.code == 409:
+            message = t("err_closed")
+        elif problem.code == 422:
+            errors = problem.extensions.get("errors", {})
+            return render_statement_page(
+                statement,
+                t,
+                status=422,
+                values=values,
+                errors=field_errors(body, errors),
+                message=t("err_fix"),
+            )
+        elif problem.code == 429:
+            page = render_statement_page(
+                statement, t, status=429, values=values, message=t("err_rate")
+            )
+            page.headers.update(problem.extra_headers)
+            return page
+        else:
             raise
         return render_statement_page(
-            statement, t, status=409, values=values, message=t("err_closed")
+            statement, t, status=problem.code or 400, values=values, message=message
         )
     except RedisError:
         return render_statement_page(statement, t, status=503, values=values, message=t("err_busy"))
+    return result_page(statement, t, result.status, result.count)
+
+
+def result_page(statement: Statement, t: Catalog, status: str, count: int) -> Response:
+    """The no-JS form's answer: thanks, or "you had endorsed already"."""
     context = page_context(statement, t)
-    context.update(count=result.count, count_text=t.number(result.count))
-    context["count_label"] = t.plural("count", result.count)
+    context.update(count=count, count_text=t.number(count))
+    context["count_label"] = t.plural("count", count)
     html = render_template(
         "pages/result.html",
-        duplicate=result.status == "duplicate",
+        duplicate=status == "duplicate",
         back=url_for("embed.statement_page", statement_id=statement.id, lang=t.lang),
         **context,
     )

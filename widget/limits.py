@@ -1,10 +1,16 @@
-"""Who may call and how often: the origin allowlist, CORS, proxies and rate limits.
+"""Who may call and how often: the origin allowlist, CORS, proxies, rate limits, and the
+proof of work.
 
 One ``Allowlist`` built from ``WIDGET_ALLOWED_ORIGINS`` serves both CORS for the public
 API and ``frame-ancestors`` for the widget iframe. A browser request to ``/api/`` whose
 ``Origin`` is neither allowlisted nor the service's own is refused with 403 before any
-view runs. Endorsements are rate limited per client with flask-limiter on the same
-Redis; the limiter key is a keyed hash of the client address, never the address itself.
+view runs.
+
+Endorsements through the API are limited by four tiers that the store checks in the same
+atomic step as the endorsement (``abuse.tiers``); flask-limiter, on the same Redis with
+sliding-window counters, limits everything else: the no-JavaScript form, proof-of-work
+challenges. Every limiter key is a hash of the client's address (an IPv6 client by its
+/64) under the day's random salt (``privacy.DailySalt``), never the address itself.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from flask_cors import CORS
 from flask_limiter import Limiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .abuse import CLIENT_PREFIXES, TierLimits, network_of, windows
 from .db import limiter_storage_uri
 from .errors import Problem
-from .privacy import client_hash
+from .pow import ProofOfWork
+from .privacy import DailySalt
 
 PUBLIC_API = r"/api/v1/(?:statements|events)\b"  # CORS for allied sites
 
@@ -85,11 +93,18 @@ def check_origin() -> None:
 
 
 def client_key() -> str:
-    return client_hash(current_app.config["SECRET_KEY"], request.remote_addr or "unknown")
+    """The limiter's key for this request's client: today's hash of its address or /64."""
+    salt: DailySalt = current_app.extensions["undersign.salt"]
+    return salt.hash(network_of(request.remote_addr or "unknown", CLIENT_PREFIXES))
 
 
-def endorse_limit() -> str:
-    limit: str = current_app.config["ENDORSE_LIMIT"]
+def form_limit() -> str:
+    limit: str = current_app.config["FORM_LIMIT"]
+    return limit
+
+
+def challenge_limit() -> str:
+    limit: str = current_app.config["CHALLENGE_LIMIT"]
     return limit
 
 
@@ -125,8 +140,9 @@ class EndorseLimiter(Limiter):
             return True
 
 
-def init_app(app: Flask, rate_limited_endpoints: Iterable[str]) -> None:
-    """Wire proxies, the allowlist, CORS and the limiter; call after blueprints exist."""
+def init_app(app: Flask) -> None:
+    """Wire proxies, the allowlist, CORS, the limits and the proof of work; call after the
+    blueprints exist."""
     proxies = app.config["TRUSTED_PROXIES"]
     if proxies > 0:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
@@ -150,12 +166,26 @@ def init_app(app: Flask, rate_limited_endpoints: Iterable[str]) -> None:
         "RATELIMIT_STORAGE_URI",
         limiter_storage_uri(app.config["REDIS_URL"], app.config["REDIS_CLUSTER"]),
     )
-    app.config.setdefault("RATELIMIT_STRATEGY", "moving-window")
+    # Counters, not lists of request times (which would date each endorsement).
+    app.config.setdefault("RATELIMIT_STRATEGY", "sliding-window-counter")
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "us-limits")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)  # errors.py sets Retry-After
+    store = app.extensions["undersign.store"]
+    app.extensions["undersign.salt"] = DailySalt(store.daily_salt)
+    app.extensions["undersign.tier_limits"] = TierLimits(
+        client=windows(app.config["ENDORSE_LIMIT"]),
+        network=windows(app.config["NETWORK_LIMIT"]),
+        source=windows(app.config["SOURCE_LIMIT"]),
+        statement=windows(app.config["STATEMENT_LIMIT"]),
+    )
+    app.extensions["undersign.pow"] = ProofOfWork(app.config["SECRET_KEY"], app.config["POW_COST"])
+
     limiter = EndorseLimiter(key_func=client_key)
     limiter.init_app(app)
     app.extensions["undersign.limiter"] = limiter
-    shared = limiter.shared_limit(endorse_limit, scope="endorse", methods=["POST"])
-    for endpoint in rate_limited_endpoints:
-        app.view_functions[endpoint] = shared(app.view_functions[endpoint])  # type: ignore[assignment]
+    for endpoint, limit, scope in (
+        ("embed.endorse_form", form_limit, "form"),
+        ("api.challenge", challenge_limit, "challenge"),
+    ):
+        limited = limiter.shared_limit(limit, scope=scope, methods=["GET", "POST"])
+        app.view_functions[endpoint] = limited(app.view_functions[endpoint])  # type: ignore[assignment]

@@ -40,10 +40,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from .abuse import CLIENT_PREFIXES, network_of
 from .api import get_hub, get_statement
 from .errors import Problem
 from .metrics import OPEN_STREAMS
-from .privacy import client_hash, client_network
+from .privacy import DailySalt
 from .store import RedisClient, Store
 
 log = logging.getLogger(__name__)
@@ -564,9 +565,8 @@ def can_write_directly(environ: Mapping[str, Any]) -> bool:
 def event_stream(statement_ids: Sequence[str]) -> Response:
     """A live stream of these (known) statements' counts, if this client may open one."""
     hub = get_hub()
-    client = client_hash(
-        current_app.config["SECRET_KEY"], client_network(request.remote_addr or "unknown")
-    )
+    salt: DailySalt = current_app.extensions["undersign.salt"]
+    client = salt.hash(network_of(request.remote_addr or "unknown", CLIENT_PREFIXES))
     hub.admit(client, current_app.config["STREAMS_PER_CLIENT"])
     try:
         watched = hub.snapshot(statement_ids)

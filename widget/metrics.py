@@ -83,9 +83,11 @@ class Metrics:
     endorsements = ENDORSEMENTS
 
 
-def record_outcome(status: str) -> None:
-    """Called by the endorsement views once the store has answered."""
+def record_outcome(status: str, reason: str = "") -> None:
+    """Called by the endorsement views once the store has answered (or, with a reason,
+    when an endorsement is turned away whatever the answer looks like: the honeypot)."""
     g.undersign_outcome = status
+    g.undersign_reason = reason
 
 
 def _start_timer() -> None:
@@ -104,8 +106,9 @@ def _observe(response: Response) -> Response:
         outcome = g.get("undersign_outcome")
         if outcome in ("counted", "duplicate"):
             ENDORSEMENTS.labels(outcome, "").inc()
-        elif status >= 400:
-            ENDORSEMENTS.labels("rejected", REJECTION_REASONS.get(status, str(status))).inc()
+        elif outcome == "rejected" or status >= 400:
+            reason = g.get("undersign_reason") or REJECTION_REASONS.get(status, str(status))
+            ENDORSEMENTS.labels("rejected", reason).inc()
     return response
 
 

@@ -74,9 +74,38 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/statements/{statement_id}/challenge": {
+                "get": {
+                    "summary": "A proof-of-work challenge for one endorsement (ALTCHA v2)",
+                    "description": (
+                        "An ALTCHA challenge (v2, `PBKDF2/SHA-256`, signed by the service, "
+                        "bound to this statement, expiring within 10 minutes). Solve it with "
+                        "ALTCHA's own widget or library (`altcha.solve_challenge` in Python) "
+                        "and send the base64 payload as `altcha` with the endorsement; each "
+                        "solution counts once. Rate limited per client "
+                        "(`WIDGET_CHALLENGE_LIMIT`). `Cache-Control: no-store`."
+                    ),
+                    "parameters": [ID_PARAM],
+                    "responses": {
+                        "200": _json("Challenge", "A fresh challenge"),
+                        "403": PROBLEM,
+                        "404": PROBLEM,
+                        "429": PROBLEM,
+                        "503": PROBLEM,
+                    },
+                }
+            },
             "/api/v1/statements/{statement_id}/endorsements": {
                 "post": {
                     "summary": "Endorse a statement",
+                    "description": (
+                        "With the proof of work on (the default), `altcha` must carry a "
+                        "solved challenge from `GET .../challenge`, or the answer is 422 with "
+                        "`errors.altcha`. A 429 names the tier that refused in `limit` "
+                        "(`client`, `network`, `source` or `statement`) and says when to try "
+                        "again in `Retry-After`. A retry after a lost answer is a duplicate "
+                        "(200), never a second count."
+                    ),
                     "parameters": [ID_PARAM],
                     "requestBody": {
                         "required": True,
@@ -297,6 +326,42 @@ def openapi_document() -> dict[str, Any]:
                             "type": "string",
                             "description": "Allied page origin, sent by the widget iframe",
                         },
+                        "altcha": {
+                            "type": "string",
+                            "description": (
+                                "The solved proof of work: ALTCHA's base64 payload, as its "
+                                "widget submits it"
+                            ),
+                        },
+                        "website": {
+                            "type": "string",
+                            "description": (
+                                "Leave empty or leave out: a field people never see (a "
+                                "non-empty one is answered like a success and not counted)"
+                            ),
+                        },
+                    },
+                },
+                "Challenge": {
+                    "type": "object",
+                    "required": ["parameters", "signature"],
+                    "properties": {
+                        "parameters": {
+                            "type": "object",
+                            "required": ["algorithm", "nonce", "salt", "cost", "keyPrefix"],
+                            "properties": {
+                                "algorithm": {"const": "PBKDF2/SHA-256"},
+                                "nonce": {"type": "string"},
+                                "salt": {"type": "string"},
+                                "cost": {"type": "integer", "minimum": 1},
+                                "keyLength": {"type": "integer"},
+                                "keyPrefix": {"type": "string"},
+                                "keySignature": {"type": "string"},
+                                "expiresAt": {"type": "integer"},
+                                "data": {"type": "object"},
+                            },
+                        },
+                        "signature": {"type": "string"},
                     },
                 },
                 "EndorsementResult": {
@@ -345,6 +410,10 @@ def openapi_document() -> dict[str, Any]:
                         "instance": {"type": "string"},
                         "errors": {"type": "object", "additionalProperties": {"type": "string"}},
                         "retry_after": {"type": "integer"},
+                        "limit": {
+                            "enum": ["client", "network", "source", "statement"],
+                            "description": "The rate-limit tier that refused (429)",
+                        },
                         "count": {
                             "type": "integer",
                             "description": "The statement's count, when it is closed (409)",

@@ -1,15 +1,21 @@
 """Turning personal data into what may be kept: keyed hashes of emails and client addresses.
 
-Each purpose gets its own key derived from ``WIDGET_SECRET_KEY``, so a hash made for one
-purpose cannot be matched against another. Email HMACs also bind the statement id, so
-the same person endorsing two statements cannot be linked through the store alone.
+Email HMACs use a key derived from ``WIDGET_SECRET_KEY`` (each purpose its own) and bind
+the statement id, so the same person endorsing two statements cannot be linked through
+the store alone. Client addresses (for rate limits and stream caps) are hashed with a
+random salt of the UTC day instead (``DailySalt``): it lives only in Redis, and only until
+the day ends, so once it is gone nobody, the operator included, can recompute yesterday's
+hashes from a list of addresses. Nothing derives it from the secret key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
+import secrets
+import threading
+import time
+from collections.abc import Callable
 
 
 def derive_key(secret: str, purpose: str) -> bytes:
@@ -26,21 +32,44 @@ def email_hmac(secret: str, statement_id: str, email: str) -> str:
     return hmac.new(derive_key(secret, "email"), message, hashlib.sha256).hexdigest()
 
 
-def client_hash(secret: str, address: str) -> str:
-    """A short keyed hash of a client address, for rate-limit keys (never the raw IP)."""
-    digest = hmac.new(derive_key(secret, "client"), address.encode(), hashlib.sha256)
-    return digest.hexdigest()[:32]
+DAY = 86400
+SALT_GRACE = 300  # seconds a day's salt outlives midnight, for requests in flight
 
 
-def client_network(address: str, v4_prefix: int = 32, v6_prefix: int = 64) -> str:
-    """The network a client address stands for: an IPv4 address (or its ``/v4_prefix``) and
-    an IPv6 ``/v6_prefix``, since one IPv6 host holds a whole /64. Anything that is not an
-    address stays as given (a test client, a unix socket)."""
-    try:
-        ip = ipaddress.ip_address(address.strip())
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    prefix = v4_prefix if ip.version == 4 else v6_prefix
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+class DailySalt:
+    """Keyed hashes of client addresses under the salt of the current UTC day.
+
+    ``fetch(day, salt, expires_at)`` stores ``salt`` as the day's salt unless the day has
+    one already, and returns the day's salt (the store does that atomically, so every
+    process and instance agrees). The salt is kept here as a cache and checked again
+    every ``RECHECK`` seconds; should Redis have lost it meanwhile, the check puts this
+    process's copy back instead of making a new one.
+    """
+
+    RECHECK = 60.0
+
+    def __init__(self, fetch: Callable[[str, str, int], str]) -> None:
+        self._fetch = fetch
+        self._day = ""
+        self._salt = ""
+        self._key = b""
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    def key(self, now: float | None = None) -> bytes:
+        now = time.time() if now is None else now
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        if day != self._day or time.monotonic() - self._checked > self.RECHECK:
+            with self._lock:
+                if day != self._day or time.monotonic() - self._checked > self.RECHECK:
+                    mine = self._salt if day == self._day else secrets.token_hex(32)
+                    ends = int(now // DAY + 1) * DAY
+                    salt = self._fetch(day, mine, ends + SALT_GRACE)
+                    self._key = hashlib.sha256(salt.encode()).digest()
+                    self._day, self._salt, self._checked = day, salt, time.monotonic()
+        return self._key
+
+    def hash(self, subject: str, now: float | None = None) -> str:
+        """A short hash of ``subject`` (an address or a network) for today only."""
+        digest = hmac.new(self.key(now), subject.encode(), hashlib.sha256)
+        return digest.hexdigest()[:32]

@@ -12,6 +12,7 @@ front matter sits between two ``+++`` lines::
     closes = 2027-01-01T00:00:00Z    # optional
     excerpt = "..."                  # optional: defaults to the first paragraph
     author = "..."                   # optional: who the text belongs to
+    block_disposable = false         # optional: refuse throwaway-mail addresses
     +++
 
 Markdown is rendered with markdown-it (raw HTML disabled) and then sanitized with nh3,
@@ -36,7 +37,17 @@ BUNDLED_DIR = Path(__file__).parent / "statements"
 STATEMENT_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 LANG_CODE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
 FRONT_MATTER = re.compile(r"\A\+\+\+[ \t]*\r?\n(.*?)\r?\n\+\+\+[ \t]*\r?\n?(.*)\Z", re.DOTALL)
-KNOWN_KEYS = {"id", "title", "goal", "lang", "opens", "closes", "excerpt", "author"}
+KNOWN_KEYS = {
+    "id",
+    "title",
+    "goal",
+    "lang",
+    "opens",
+    "closes",
+    "excerpt",
+    "author",
+    "block_disposable",
+}
 TRANSLATABLE_KEYS = {"title", "excerpt", "lang"}
 MAX_EXCERPT = 600
 
@@ -69,6 +80,7 @@ class Statement:
     author: str = ""
     opens: datetime | None = None
     closes: datetime | None = None
+    block_disposable: bool = False  # refuse addresses at throwaway-mail domains
 
     @property
     def languages(self) -> list[str]:
@@ -214,6 +226,9 @@ def _build_statement(path: Path, stem: str, meta: dict[str, Any], body: str) -> 
     closes = _moment(path, meta, "closes")
     if opens and closes and closes <= opens:
         raise StatementError(f"{path}: 'closes' must come after 'opens'")
+    block_disposable = meta.get("block_disposable", False)
+    if not isinstance(block_disposable, bool):
+        raise StatementError(f"{path}: 'block_disposable' must be true or false")
     return Statement(
         id=statement_id,
         goal=goal,
@@ -222,6 +237,7 @@ def _build_statement(path: Path, stem: str, meta: dict[str, Any], body: str) -> 
         author=author.strip(),
         opens=opens,
         closes=closes,
+        block_disposable=block_disposable,
     )
 
 

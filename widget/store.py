@@ -12,6 +12,15 @@ Cluster keeps them in one slot and a single Lua script can touch them all::
     us:{id}:state        hash     operator overrides (closed=1, closed_by, closed_at)
     us:{id}:struck       hash     stream entry id -> JSON {by, at, reason}
     us:{id}:events       channel  pub/sub: the new count after each change
+    us:{id}:pow:<nonce>  string   a used proof-of-work solution, until its challenge expires
+    us:{id}:rl:<tier>:<subject>:<seconds>:<window>
+                         string   a rate-limit tier's count in one clock-aligned window
+                                  (subjects of the client and network tiers are hashes
+                                  under the day's salt)
+    us:{id}:surge        string   present while the statement surges
+
+Keys of no one statement: ``us:salt:<YYYY-MM-DD>`` (the day's random salt for hashing
+client addresses, gone shortly after that day ends).
 
 Open live-count streams are counted per client, across every process, in keys of their
 own slot (``{streams}``): ``us:{streams}:c:<client hash>`` (hash: process token -> open
@@ -36,27 +45,86 @@ from redis import Redis
 from redis.cluster import RedisCluster
 
 RedisClient = Redis | RedisCluster
-EndorseStatus = Literal["counted", "duplicate", "closed"]
+EndorseStatus = Literal["counted", "duplicate", "closed", "replay", "limited"]
 TIMELINE_BUCKETS: Mapping[str, int] = {"m": 60, "h": 3600, "d": 86400}
 ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
-# One atomic step: refuse when closed, dedup on the email HMAC, append to the log,
-# bump the count and every breakdown, publish the new count.
+# One atomic step for an endorsement:
+#   refuse when closed; refuse a proof-of-work solution used before (unless this is the
+#   same person again: a retry after a lost answer is a duplicate, not an error); check
+#   every rate-limit tier without consuming any; mark the solution used; dedup on the
+#   email HMAC (and the HMAC of the address as normalised before the current rule); append
+#   to the log under an id that carries only the minute; bump the count, breakdowns and
+#   timelines; consume every tier; publish the new count.
+# Rate-limit tiers use sliding-window counters on clock-aligned windows: a window's
+# counter and the one before it, weighted by how much of the window has passed. They hold
+# counts only, never the time of a request.
 ENDORSE_LUA = """
 local count_key, seen, log = KEYS[1], KEYS[2], KEYS[3]
 local by_source, by_country = KEYS[4], KEYS[5]
-local tl_m, tl_h, tl_d, state = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local hmac, name, country = ARGV[1], ARGV[2], ARGV[3]
-local source, public, channel = ARGV[4], ARGV[5], ARGV[6]
+local tl_m, tl_h, tl_d, state, pow_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local hmac, legacy, name, country = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local source, public, channel = ARGV[5], ARGV[6], ARGV[7]
+local pow_ttl, now_ms, n_windows = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local current = tonumber(redis.call('GET', count_key) or '0')
 if redis.call('HGET', state, 'closed') == '1' then
-  return {'closed', current, ''}
+  return {'closed', current, '', 0}
 end
-local prior = redis.call('HGET', seen, hmac)
-if prior then
-  return {'duplicate', current, prior}
+local function prior()
+  local id = redis.call('HGET', seen, hmac)
+  if not id and legacy ~= '' then id = redis.call('HGET', seen, legacy) end
+  return id
 end
-local id = redis.call('XADD', log, '*',
+if pow_ttl > 0 and redis.call('EXISTS', pow_key) == 1 then
+  local id = prior()
+  if id then return {'duplicate', current, id, 0} end
+  return {'replay', current, '', 0}
+end
+local windows = {}
+for w = 0, n_windows - 1 do
+  local a = 11 + w * 4
+  local amount, span = tonumber(ARGV[a]), tonumber(ARGV[a + 1]) * 1000
+  local index = math.floor(now_ms / span)
+  local cur, prev = KEYS[11 + w * 2], KEYS[12 + w * 2]
+  local c = tonumber(redis.call('GET', cur) or '0')
+  local p = tonumber(redis.call('GET', prev) or '0')
+  local elapsed = now_ms - index * span
+  -- The estimate of the last span's count: this window's, plus the previous window's
+  -- share of the span that is still inside it.
+  if p * (span - elapsed) / span + c + 1 > amount then
+    local wait
+    if c + 1 > amount then  -- until the next window has left enough of this one behind
+      wait = span - elapsed + span * math.max(0, 1 - (amount - 1) / c)
+    else
+      wait = span * (1 - (amount - c - 1) / p) - elapsed
+    end
+    return {'limited', current, ARGV[a + 2], math.max(1, math.ceil(wait / 1000))}
+  end
+  windows[#windows + 1] = {cur, (index + 2) * span / 1000, ARGV[a + 3] == '1'}
+end
+local function consume(all)
+  for _, w in ipairs(windows) do
+    if all or w[3] then
+      redis.call('INCR', w[1])
+      redis.call('EXPIREAT', w[1], w[2])
+    end
+  end
+end
+if pow_ttl > 0 then redis.call('SET', pow_key, '1', 'EX', pow_ttl) end
+local id = prior()
+if id then
+  consume(false)
+  return {'duplicate', current, id, 0}
+end
+local t = tonumber(redis.call('TIME')[1])
+local minute_ms = (t - t % 60) * 1000
+local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+local entry = minute_ms .. '-0'
+if #newest > 0 then
+  local ms, seq = string.match(newest[1][1], '^(%d+)-(%d+)$')
+  if tonumber(ms) >= minute_ms then entry = ms .. '-' .. (tonumber(seq) + 1) end
+end
+id = redis.call('XADD', log, entry,
   'h', hmac, 'n', name, 'c', country, 's', source, 'p', public)
 redis.call('HSET', seen, hmac, id)
 local count = redis.call('INCR', count_key)
@@ -66,8 +134,9 @@ local sec = math.floor(tonumber(string.match(id, '^(%d+)-')) / 1000)
 redis.call('HINCRBY', tl_m, sec - sec % 60, 1)
 redis.call('HINCRBY', tl_h, sec - sec % 3600, 1)
 redis.call('HINCRBY', tl_d, sec - sec % 86400, 1)
+consume(true)
 redis.call('PUBLISH', channel, count)
-return {'counted', count, id}
+return {'counted', count, id, 0}
 """
 
 
@@ -149,10 +218,45 @@ class Endorsement:
 
 
 @dataclass(frozen=True)
+class Window:
+    """One window of a rate-limit tier: at most ``amount`` per ``seconds``."""
+
+    amount: int
+    seconds: int
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A rate limit on one subject (a hashed client or network, a source, the statement).
+    ``on_duplicate``: whether an endorsement found to be a duplicate also uses it up."""
+
+    name: str
+    subject: str
+    windows: tuple[Window, ...]
+    on_duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What an endorsement must get past besides dedup: the tiers it consumes, and the
+    proof-of-work nonce it uses up (with how long to remember it)."""
+
+    tiers: tuple[Tier, ...] = ()
+    pow_nonce: str = ""
+    pow_ttl: int = 0
+    legacy_hmac: str = ""  # the email's HMAC under the previous normalising rule
+
+
+@dataclass(frozen=True)
 class EndorseResult:
+    """``entry_id`` is the log entry (counted, duplicate); for ``limited``, ``tier`` names
+    the tier that refused and ``retry_after`` says in how many seconds to try again."""
+
     status: EndorseStatus
     count: int
-    entry_id: str
+    entry_id: str = ""
+    tier: str = ""
+    retry_after: int = 0
 
 
 @dataclass(frozen=True)
@@ -208,6 +312,10 @@ class Store:
         pipe.hget(self.key(statement_id, "state"), "closed")
         count, closed = pipe.execute()
         return int(count or 0), closed in (b"1", "1")
+
+    def surging(self, statement_id: str) -> bool:
+        """Whether the statement is in a surge (its rate far above its usual one)."""
+        return bool(self.redis.exists(self.key(statement_id, "surge")))
 
     def log_length(self, statement_id: str) -> int:
         """How many endorsements the record holds, struck ones included."""
@@ -274,6 +382,17 @@ class Store:
         procs = f"{self.prefix}:{{streams}}:procs"
         self.redis.hset(procs, process, int(time.time()) + alive_for)
 
+    def daily_salt(self, day: str, offered: str, expires_at: int) -> str:
+        """The salt of ``day`` for hashing client addresses: ``offered`` unless the day
+        has one already (the first process to ask sets it for all), gone at
+        ``expires_at``."""
+        key = f"{self.prefix}:salt:{day}"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(key, offered, nx=True, exat=expires_at)
+        pipe.get(key)
+        salt = pipe.execute()[1]
+        return _text(salt)
+
     def _script(self, name: str, source: str) -> Any:
         script = self._scripts.get(name)
         if script is None:
@@ -281,7 +400,10 @@ class Store:
         return script
 
     # -- writes ----------------------------------------------------------------------
-    def endorse(self, statement_id: str, endorsement: Endorsement) -> EndorseResult:
+    def endorse(
+        self, statement_id: str, endorsement: Endorsement, guard: Guard = Guard()
+    ) -> EndorseResult:
+        """Record one endorsement in one atomic step (see ``ENDORSE_LUA``)."""
         keys = [
             self.key(statement_id, name)
             for name in (
@@ -296,16 +418,37 @@ class Store:
                 "state",
             )
         ]
-        args = [
+        keys.append(self.key(statement_id, f"pow:{guard.pow_nonce}"))
+        args: list[str | int] = [
             endorsement.email_hmac,
+            guard.legacy_hmac if guard.legacy_hmac != endorsement.email_hmac else "",
             endorsement.name,
             endorsement.country,
             endorsement.source,
             "1" if endorsement.public else "0",
             self.channel(statement_id),
+            guard.pow_ttl if guard.pow_nonce else 0,
         ]
-        status, count, entry_id = self._endorse(keys=keys, args=args)
-        return EndorseResult(status=_text(status), count=int(count), entry_id=_text(entry_id))  # type: ignore[arg-type]
+        windows = [(tier, window) for tier in guard.tiers for window in tier.windows]
+        # Windows follow this host's clock, which names their keys (Redis Cluster wants
+        # every key named up front); hosts a little apart only shift a boundary a little.
+        now_ms = int(time.time() * 1000)
+        args += [now_ms, len(windows)]
+        for tier, window in windows:
+            index = now_ms // (window.seconds * 1000)
+            base = f"rl:{tier.name}:{tier.subject}:{window.seconds}"
+            keys.append(self.key(statement_id, f"{base}:{index}"))
+            keys.append(self.key(statement_id, f"{base}:{index - 1}"))
+            args += [window.amount, window.seconds, tier.name, "1" if tier.on_duplicate else "0"]
+        status, count, detail, retry_after = self._endorse(keys=keys, args=args)
+        status = _text(status)
+        return EndorseResult(
+            status=status,  # type: ignore[arg-type]
+            count=int(count),
+            entry_id=_text(detail) if status in ("counted", "duplicate") else "",
+            tier=_text(detail) if status == "limited" else "",
+            retry_after=int(retry_after),
+        )
 
     def set_closed(self, statement_id: str, closed: bool, by: str = "operator") -> None:
         state = self.key(statement_id, "state")
