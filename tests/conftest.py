@@ -18,6 +18,8 @@ from widget import create_app
 SECRET = "test-secret-key-not-for-production-0123456789"
 ALLY = "https://ally.example"
 STATEMENT = "dongelek-ystel"
+# At least 32 characters: a shorter WIDGET_ADMIN_TOKEN is a startup error.
+ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +65,7 @@ def base_config(redis_server: RedisServer, **overrides: Any) -> dict[str, Any]:
         "SECRET_KEY": SECRET,
         "ALLOWED_ORIGINS": ALLY,
         "ENDORSE_LIMIT": "1000/minute",
-        "ADMIN_TOKEN": "admin-token-for-tests",
+        "ADMIN_TOKEN": ADMIN_TOKEN,
     }
     config.update(overrides)
     return config
@@ -98,7 +100,7 @@ def gunicorn_env(redis_server: RedisServer, **overrides: str) -> dict[str, str]:
         "WIDGET_SECRET_KEY": SECRET,
         "WIDGET_ALLOWED_ORIGINS": ALLY,
         "WIDGET_ENDORSE_LIMIT": "100000/minute",
-        "WIDGET_ADMIN_TOKEN": "admin-token-for-tests",
+        "WIDGET_ADMIN_TOKEN": ADMIN_TOKEN,
     }
     env.update(overrides)
     return env

@@ -10,13 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import ALLY, STATEMENT
+from conftest import ADMIN_TOKEN, ALLY, STATEMENT
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
-TOKEN = "admin-token-for-tests"
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
+BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ADMIN = f"/api/v1/admin/statements/{STATEMENT}"
 POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -47,7 +46,7 @@ def seed(client: FlaskClient) -> list[str]:
     return [e["id"] for e in page["endorsements"]]
 
 
-def sign_in(client: FlaskClient, token: str = TOKEN, next_url: str = "") -> Any:
+def sign_in(client: FlaskClient, token: str = ADMIN_TOKEN, next_url: str = "") -> Any:
     form = client.get("/admin/login").get_data(as_text=True)
     csrf = re.search(r'name="csrf" value="([^"]+)"', form)
     assert csrf is not None
@@ -104,7 +103,7 @@ def test_every_admin_route_refuses_without_credentials(app: Flask, client: Flask
     ):
         assert path in urls, path
     checked = 0
-    for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": TOKEN}):
+    for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": ADMIN_TOKEN}):
         for method, url in rules:
             if url == "/admin/login":
                 continue  # the sign-in form itself, tested below
@@ -191,7 +190,7 @@ def test_secure_cookie_over_https(client: FlaskClient) -> None:
     assert csrf is not None
     response = client.post(
         "/admin/login",
-        data={"csrf": csrf.group(1), "token": TOKEN},
+        data={"csrf": csrf.group(1), "token": ADMIN_TOKEN},
         base_url="https://console.example",
     )
     assert response.status_code == 303
@@ -216,7 +215,7 @@ def test_sign_in_next_only_relative_admin_paths(client: FlaskClient, target: str
 
 def test_login_form_needs_its_csrf_field(client: FlaskClient) -> None:
     client.get("/admin/login")
-    response = client.post("/admin/login", data={"token": TOKEN})
+    response = client.post("/admin/login", data={"token": ADMIN_TOKEN})
     assert response.status_code == 400
     assert client.get("/admin").status_code == 302
 

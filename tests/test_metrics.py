@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 
 import requests
-from conftest import ALLY, STATEMENT
+from conftest import ADMIN_TOKEN, ALLY, STATEMENT
 
-TOKEN = "admin-token-for-tests"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ENDORSE = f"/api/v1/statements/{STATEMENT}/endorsements"
 
 
@@ -20,7 +19,7 @@ def sample(text: str, name: str, labels: str = "") -> float:
 
 
 def test_metrics_needs_the_token(client):
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN_TOKEN}):
         response = client.get("/metrics", headers=headers)
         assert response.status_code == 401
         assert response.content_type == "application/problem+json"

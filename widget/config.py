@@ -128,8 +128,8 @@ SETTINGS: tuple[Setting, ...] = (
         "ADMIN_TOKEN",
         "",
         _to_str,
-        "Operator bearer token for `/admin` and `/api/v1/admin`; unset refuses every admin "
-        "request.",
+        "Operator bearer token for `/admin`, `/api/v1/admin` and `/metrics`, at least 32 "
+        "characters (shorter is a startup error); unset refuses every admin request.",
     ),
     Setting(
         "ENDORSE_LIMIT",
@@ -180,6 +180,8 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
 
 MAX_BODY_BYTES = 16 * 1024
+# A guessable operator token defeats every other admin safeguard: refuse short ones.
+ADMIN_TOKEN_MIN_LENGTH = 32
 
 
 def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> None:
@@ -194,6 +196,14 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> Non
             app.config[setting.name] = setting.convert(app.config[setting.name])
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{setting.env}: {exc}") from exc
+    token = app.config["ADMIN_TOKEN"]
+    if token and len(token) < ADMIN_TOKEN_MIN_LENGTH:
+        # The message gives the length only, never the token.
+        raise ConfigError(
+            f"WIDGET_ADMIN_TOKEN: must be at least {ADMIN_TOKEN_MIN_LENGTH} characters, "
+            f"got {len(token)} "
+            '(make one with: python -c "import secrets; print(secrets.token_urlsafe(32))")'
+        )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PUBLIC_URL"] = app.config["PUBLIC_URL"].rstrip("/")
     app.config["DATA_DIR"] = str(Path(app.config["DATA_DIR"]).expanduser().resolve())
