@@ -346,3 +346,15 @@ def test_exports_have_rows_and_no_secrets(client: FlaskClient, redis_client: Red
         for secret in forbidden:
             assert secret.lower() not in lowered
         assert "@" not in body
+
+
+@pytest.mark.parametrize(
+    "target", ["/admin\n", "/admin/s/x\r\nSet-Cookie: a=b", "/admin\t", "/admin\x00", "/admin\x7f"]
+)
+def test_sign_in_next_with_control_characters_goes_to_the_overview(
+    client: FlaskClient, target: str
+) -> None:
+    response = sign_in(client, next_url=target)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/admin"
+    assert "a=b" not in response.headers.get("Set-Cookie", "")

@@ -27,6 +27,18 @@ def test_metrics_needs_the_token(client):
     assert client.get("/metrics", headers=AUTH).status_code == 200
 
 
+def test_metrics_bearer_scheme_is_case_insensitive(client):
+    # RFC 9110 section 11.1: the scheme is case-insensitive, as on the admin API.
+    for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+        for path in ("/metrics", "/api/v1/admin/statements"):
+            headers = {"Authorization": f"{scheme} {ADMIN_TOKEN}"}
+            assert client.get(path, headers=headers).status_code == 200, (scheme, path)
+            wrong = {"Authorization": f"{scheme} {ADMIN_TOKEN[:-1]}x"}
+            assert client.get(path, headers=wrong).status_code == 401, (scheme, path)
+    for header in (f"Basic {ADMIN_TOKEN}", f"Bearer{ADMIN_TOKEN}", f"{ADMIN_TOKEN}"):
+        assert client.get("/metrics", headers={"Authorization": header}).status_code == 401
+
+
 def test_metrics_public_when_configured(make_app):
     app = make_app(METRICS_PUBLIC=True)
     assert app.test_client().get("/metrics").status_code == 200

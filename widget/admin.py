@@ -26,7 +26,6 @@ from flask import (
     Flask,
     Request,
     Response,
-    current_app,
     jsonify,
     redirect,
     render_template,
@@ -37,6 +36,7 @@ from flask import (
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.wrappers import Response as BaseResponse
 
+from .adminauth import admin_token, bearer_ok, token_matches
 from .api import get_registry, get_statement
 from .db import get_store
 from .errors import Problem
@@ -78,26 +78,9 @@ class AdminSessionInterface(SecureCookieSessionInterface):
 # -- credentials ------------------------------------------------------------------------
 
 
-def _admin_token() -> str:
-    return str(current_app.config.get("ADMIN_TOKEN") or "")
-
-
-def token_matches(given: str) -> bool:
-    expected = _admin_token()
-    if not expected or not given:
-        return False
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
-def bearer_ok() -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    return scheme.lower() == "bearer" and token_matches(value.strip())
-
-
 def session_ok() -> bool:
     # A session signed before the token was unset must not outlive it.
-    return bool(_admin_token()) and session.get("admin") is True and bool(session.get("csrf"))
+    return bool(admin_token()) and session.get("admin") is True and bool(session.get("csrf"))
 
 
 def csrf_ok(given: str | None) -> bool:
@@ -133,8 +116,14 @@ def require_api_credentials() -> None:
 
 
 def safe_next(target: str | None) -> str:
-    """Only a same-site relative path under /admin; anything else goes to the overview."""
+    """Only a same-site relative path under /admin; anything else goes to the overview.
+
+    Control characters are refused too: a newline would make the ``Location`` header
+    invalid (a 500) and nothing legitimate carries them.
+    """
     if not target or not target.startswith("/admin") or "\\" in target:
+        return url_for("admin.overview")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in target):
         return url_for("admin.overview")
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or target.startswith("//"):
@@ -342,7 +331,7 @@ def login() -> BaseResponse | tuple[str, int] | str:
         elif not token_matches(request.form.get("token", "")):
             error = (
                 "The console is disabled: no admin token is configured."
-                if not _admin_token()
+                if not admin_token()
                 else "That token is not right."
             )
             status = 401
