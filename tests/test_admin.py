@@ -57,9 +57,26 @@ def sign_in(client: FlaskClient, token: str = ADMIN_TOKEN, next_url: str = "") -
 
 
 def session_csrf(client: FlaskClient) -> str:
-    with client.session_transaction() as session:
-        value: str = session["csrf"]
-    return value
+    """The signed-in console's CSRF token, as its pages hand it to the browser."""
+    page = client.get("/admin").get_data(as_text=True)
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+def set_cookies(response: Any) -> list[str]:
+    return response.headers.getlist("Set-Cookie")
+
+
+def session_cookie_value(response: Any) -> str:
+    """The session id the sign-in response gave (the same under both paths)."""
+    values = {
+        c.split(";", 1)[0].split("=", 1)[1]
+        for c in set_cookies(response)
+        if c.startswith("undersign_admin=")
+    }
+    assert len(values) == 1, set_cookies(response)
+    return values.pop()
 
 
 # -- auth on every route -----------------------------------------------------------------
@@ -164,9 +181,14 @@ def test_sign_in_and_out(client: FlaskClient) -> None:
 
     ok = sign_in(client, next_url=f"/admin/s/{STATEMENT}")
     assert ok.status_code == 303 and ok.headers["Location"] == f"/admin/s/{STATEMENT}"
-    cookie = ok.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Expires=" in cookie
-    assert "Secure" not in cookie  # plain http in tests
+    cookies = [c for c in set_cookies(ok) if c.startswith("undersign_admin=")]
+    assert sorted(re.search(r"Path=([^;]+)", c).group(1) for c in cookies) == [  # type: ignore[union-attr]
+        "/admin",
+        "/api/v1/admin",
+    ]
+    for cookie in cookies:
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Expires=" in cookie
+        assert "Secure" not in cookie  # plain http in tests
     dashboard = client.get(f"/admin/s/{STATEMENT}")
     assert dashboard.status_code == 200
     html = dashboard.get_data(as_text=True)
@@ -194,7 +216,8 @@ def test_secure_cookie_over_https(client: FlaskClient) -> None:
         base_url="https://console.example",
     )
     assert response.status_code == 303
-    assert "Secure" in response.headers["Set-Cookie"]
+    assert len(set_cookies(response)) == 3  # the session under two paths, the form's cleared
+    assert all("Secure" in cookie for cookie in set_cookies(response))
 
 
 @pytest.mark.parametrize(
