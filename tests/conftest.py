@@ -66,6 +66,10 @@ def base_config(redis_server: RedisServer, **overrides: Any) -> dict[str, Any]:
         "ALLOWED_ORIGINS": ALLY,
         "ENDORSE_LIMIT": "1000/minute",
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        # Generous, so tests that try many wrong credentials on purpose are not braked;
+        # tests of the brake set their own.
+        "ADMIN_AUTH_LIMIT": "1000/minute",
+        "ADMIN_AUTH_GLOBAL_LIMIT": "1000/minute",
     }
     config.update(overrides)
     return config

@@ -48,7 +48,14 @@ from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
-from .adminauth import admin_token, bearer_ok, token_matches
+from .adminauth import (
+    TooManyFailures,
+    admin_token,
+    bearer_authenticates,
+    check_brake,
+    record_failure,
+    token_matches,
+)
 from .api import get_registry, get_statement
 from .db import get_store
 from .errors import Problem
@@ -197,13 +204,18 @@ def unauthorized(detail: str) -> Problem:
 
 
 def actor() -> str:
-    return "token" if bearer_ok() else "console"
+    return "token" if g.get("admin_by_token") else "console"
 
 
 @api.before_request
 def require_api_credentials() -> None:
-    if bearer_ok():
+    # A Bearer header decides alone: right, or a counted failure (never the cookie then).
+    by_token = bearer_authenticates("admin API bearer check")
+    if by_token:
+        g.admin_by_token = True
         return
+    if by_token is False:
+        raise unauthorized("That admin token is not right.")
     if session_ok():
         if request.method not in ("GET", "HEAD", "OPTIONS") and not csrf_ok(
             request.headers.get("X-CSRF-Token")
@@ -420,25 +432,30 @@ def login() -> BaseResponse:
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET" and session_ok():
         return redirect(next_url, 302)
-    error = ""
-    status = 200
-    if request.method == "POST":
-        if not consume_login_form():
-            error = "The sign-in form expired. Please try again."
-            status = 400
-        elif not token_matches(request.form.get("token", "")):
-            error = (
-                "The console is disabled: no admin token is configured."
-                if not admin_token()
-                else "That token is not right."
-            )
-            status = 401
+    if request.method == "GET":
+        return _login_page(next_url)
+    try:
+        check_brake("admin sign-in")
+    except TooManyFailures as exc:
+        error = f"Too many failed sign-ins. Try again in {exc.retry_after} seconds."
+        response = _login_page(next_url, error, 429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    if not consume_login_form():
+        record_failure("admin sign-in", "form expired, reused or forged")
+        return _login_page(next_url, "The sign-in form expired. Please try again.", 400)
+    if not token_matches(request.form.get("token", "")):
+        if not admin_token():
+            record_failure("admin sign-in", "no admin token configured")
+            error = "The console is disabled: no admin token is configured."
         else:
-            return _signed_in(next_url)
-    return _login_page(next_url, error, status)
+            record_failure("admin sign-in", "bad token")
+            error = "That token is not right."
+        return _login_page(next_url, error, 401)
+    return _signed_in(next_url)
 
 
-def _login_page(next_url: str, error: str, status: int) -> BaseResponse:
+def _login_page(next_url: str, error: str = "", status: int = 200) -> BaseResponse:
     """The sign-in form with a fresh single-use token (and its cookie)."""
     nonce, form_token = new_login_form()
     html = render_template(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from limits import parse_many
 
 
 class ConfigError(RuntimeError):
@@ -60,6 +61,13 @@ def _to_redis_url(value: Any) -> str:
         # Not echoed: a mistyped URL may still carry a password.
         raise ValueError("must start with redis://, rediss:// or unix://")
     return url
+
+
+def _to_rate_limit(value: Any) -> str:
+    """A flask-limiter limit such as ``"10/minute;100/hour"``, checked at startup."""
+    text = _to_str(value).strip()
+    parse_many(text)  # ValueError names the string when it is not a limit
+    return text
 
 
 def _to_origins(value: Any) -> tuple[str, ...]:
@@ -136,6 +144,21 @@ SETTINGS: tuple[Setting, ...] = (
         "5/minute;50/day",
         _to_str,
         "Endorsements allowed per client address (flask-limiter syntax).",
+    ),
+    Setting(
+        "ADMIN_AUTH_LIMIT",
+        "10/minute;100/hour",
+        _to_rate_limit,
+        "Failed admin sign-ins and bearer-token checks (console, admin API, `/metrics`) "
+        "allowed per client address; over it, every attempt from that client answers 429 "
+        "(flask-limiter syntax).",
+    ),
+    Setting(
+        "ADMIN_AUTH_GLOBAL_LIMIT",
+        "60/minute",
+        _to_rate_limit,
+        "The same failures allowed from all clients together; over it, every admin sign-in "
+        "and bearer check answers 429 (signed-in consoles keep working).",
     ),
     Setting(
         "TRUSTED_PROXIES",

@@ -24,7 +24,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .adminauth import bearer_ok
+from .adminauth import bearer_authenticates
 from .errors import Problem
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -110,7 +110,9 @@ def _observe(response: Response) -> Response:
 
 
 def _authorized() -> bool:
-    return bool(current_app.config["METRICS_PUBLIC"]) or bearer_ok()
+    if current_app.config["METRICS_PUBLIC"]:
+        return True
+    return bool(bearer_authenticates("/metrics bearer check", without_redis=True))
 
 
 @bp.get("/metrics")
