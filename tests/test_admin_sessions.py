@@ -25,15 +25,20 @@ EIGHT_HOURS = 8 * 3600
 OTHER_TOKEN = "a-rotated-admin-token-0123456789abcdef"
 
 
-def signed_in(client: FlaskClient) -> str:
+def cookies_from(response: TestResponse) -> dict[str, str]:
+    """The cookies a response set, as `curl -b` would send them on any path (to use with
+    a client without a jar)."""
+    given = {c.split(";", 1)[0] for c in set_cookies(response)}
+    live = sorted(pair for pair in given if not pair.endswith("="))  # not the cleared ones
+    assert live, set_cookies(response)
+    return {"Cookie": "; ".join(live)}
+
+
+def signed_in(client: FlaskClient) -> dict[str, str]:
+    """Sign ``client`` in; answer the cookies it got."""
     response = sign_in(client)
     assert response.status_code == 303
-    return session_cookie_value(response)
-
-
-def with_cookie(session_id: str) -> dict[str, str]:
-    """The cookie as `curl -b` would send it, on any path (use a client without a jar)."""
-    return {"Cookie": f"undersign_admin={session_id}"}
+    return cookies_from(response)
 
 
 def curl(app: Flask) -> FlaskClient:
@@ -56,42 +61,42 @@ def cookie_paths(response: TestResponse, name: str) -> list[str]:
 
 
 def test_sign_out_ends_the_session_everywhere(app: Flask, client: FlaskClient) -> None:
-    session_id = signed_in(client)
+    cookie = signed_in(client)
     copied = curl(app)  # someone who copied the cookie
-    assert copied.get(API, headers=with_cookie(session_id)).status_code == 200
+    assert copied.get(API, headers=cookie).status_code == 200
 
     out = client.post("/admin/logout", data={"csrf": session_csrf(client)})
     assert out.status_code == 303
-    assert cookie_paths(out, "undersign_admin") == ["/admin", "/api/v1/admin"]
-    for cookie in set_cookies(out):
-        assert "undersign_admin=;" in cookie and "Expires=Thu, 01 Jan 1970" in cookie
 
-    refused = copied.get(API, headers=with_cookie(session_id))
+    refused = copied.get(API, headers=cookie)
     assert refused.status_code == 401
     assert refused.mimetype == "application/problem+json"
-    assert copied.get("/admin", headers=with_cookie(session_id)).status_code == 302
+    assert copied.get("/admin", headers=cookie).status_code == 302
     assert client.get("/admin").status_code == 302
+    # the browser that signed out was told to drop the cookie under both paths
+    assert cookie_paths(out, "undersign_admin") == ["/admin", "/api/v1/admin"]
+    for cleared in set_cookies(out):
+        assert "undersign_admin=;" in cleared and "Expires=Thu, 01 Jan 1970" in cleared
 
 
 def test_a_new_admin_token_ends_every_session(
     make_app: Callable[..., Flask], redis_client: Redis
 ) -> None:
     before = make_app()
-    session_id = signed_in(before.test_client())
-    assert curl(before).get(API, headers=with_cookie(session_id)).status_code == 200
-    assert len(session_keys(redis_client)) == 1
+    cookie = signed_in(before.test_client())
+    assert curl(before).get(API, headers=cookie).status_code == 200
 
     # A restart with a rotated WIDGET_ADMIN_TOKEN, on the same Redis.
     after = make_app(ADMIN_TOKEN=OTHER_TOKEN)
     client = curl(after)
-    refused = client.get(API, headers=with_cookie(session_id))
+    refused = client.get(API, headers=cookie)
     assert refused.status_code == 401
     # ...and the browser is told to forget it, under both paths
     assert cookie_paths(refused, "undersign_admin") == ["/admin", "/api/v1/admin"]
     assert session_keys(redis_client) == []  # refused and deleted
-    assert client.get("/admin", headers=with_cookie(session_id)).status_code == 302
+    assert client.get("/admin", headers=cookie).status_code == 302
     # the old token's app does not get it back either
-    assert curl(before).get(API, headers=with_cookie(session_id)).status_code == 401
+    assert curl(before).get(API, headers=cookie).status_code == 401
 
 
 def test_the_lifetime_is_absolute_and_redis_holds_no_live_cookie(
@@ -133,26 +138,29 @@ def test_the_lifetime_is_absolute_and_redis_holds_no_live_cookie(
     assert client.get(API).status_code == 401
 
 
-def login_form(client: FlaskClient) -> tuple[str, str]:
-    """(the form's cookie nonce, the form's csrf field) from a fresh sign-in form."""
+def form_csrf(response: TestResponse) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', response.get_data(as_text=True))
+    assert found is not None
+    return found.group(1)
+
+
+def login_form(client: FlaskClient) -> tuple[dict[str, str], str]:
+    """(the cookies that came with it, its csrf field) from a fresh sign-in form."""
     form = client.get("/admin/login")
     assert form.status_code == 200
-    nonce = re.search(r"undersign_login=([^;]+)", form.headers["Set-Cookie"])
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form.get_data(as_text=True))
-    assert nonce is not None and csrf is not None
-    return nonce.group(1), csrf.group(1)
+    return cookies_from(form), form_csrf(form)
 
 
 def test_each_sign_in_gets_a_new_session(
     app: Flask, client: FlaskClient, redis_client: Redis
 ) -> None:
-    first = signed_in(client)
+    first = session_cookie_value(sign_in(client))
     # A second tab signs in again: the old session is ended, never reused.
-    nonce, csrf = login_form(curl(app))
+    cookie, csrf = login_form(curl(app))
     again = curl(app).post(
         "/admin/login",
         data={"csrf": csrf, "token": ADMIN_TOKEN},
-        headers={"Cookie": f"undersign_login={nonce}; undersign_admin={first}"},
+        headers={"Cookie": f"{cookie['Cookie']}; undersign_admin={first}"},
     )
     assert again.status_code == 303
     second = session_cookie_value(again)
@@ -165,17 +173,17 @@ def test_each_sign_in_gets_a_new_session(
 def test_redis_down_while_checking_a_session_is_503(
     app: Flask, client: FlaskClient, redis_server: RedisServer
 ) -> None:
-    session_id = signed_in(client)
+    cookie = signed_in(client)
     client = curl(app)
     redis_server.kill()
     try:
         # Without the cookie nothing asks Redis: still the plain 401.
         assert client.get(API).status_code == 401
-        down = client.get(API, headers=with_cookie(session_id))
+        down = client.get(API, headers=cookie)
         assert down.status_code == 503
         assert down.mimetype == "application/problem+json"
         assert down.headers["Retry-After"] == "5"
-        page = client.get("/admin", headers=with_cookie(session_id))
+        page = client.get("/admin", headers=cookie)
         assert page.status_code == 503 and page.mimetype == "text/html"
     finally:
         redis_server.start()
@@ -209,7 +217,7 @@ def public_get_urls(app: Flask) -> list[str]:
 
 
 def test_no_public_response_sets_a_cookie_while_signed_in(app: Flask, client: FlaskClient) -> None:
-    session_id = signed_in(client)
+    cookie = signed_in(client)
     urls = public_get_urls(app)
     for expected in (
         "/",
@@ -228,7 +236,7 @@ def test_no_public_response_sets_a_cookie_while_signed_in(app: Flask, client: Fl
     assert any(u.startswith("/static/widget.css?v=") for u in urls)
     # Even a browser that sent the admin cookie (an old Path=/ one, a proxy rewriting
     # paths) gets no cookie back from a public route.
-    sent = {"Cookie": f"undersign_admin={session_id}; session={session_id}"}
+    sent = cookie
     checked = 0
     for url in urls:
         for browser, headers in ((client, {}), (curl(app), sent)):

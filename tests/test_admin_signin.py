@@ -11,55 +11,45 @@ from conftest import ADMIN_TOKEN
 from flask import Flask
 from flask.testing import FlaskClient
 from servers import RedisServer
-from test_admin_sessions import curl, login_form
+from test_admin_sessions import cookies_from, curl, form_csrf, login_form
 from werkzeug.test import TestResponse
 
 from widget.config import ConfigError
 
 
-def test_a_sign_in_form_carries_one_guess(app: Flask, client: FlaskClient) -> None:
-    nonce, csrf = login_form(client)
-    replayed = {"Cookie": f"undersign_login={nonce}"}
+def test_a_sign_in_form_carries_one_guess(app: Flask) -> None:
+    script = curl(app)  # a guessing script keeps its cookies itself
+    cookie, csrf = login_form(script)
 
-    wrong = client.post("/admin/login", data={"csrf": csrf, "token": "wrong-guess"})
+    wrong = script.post("/admin/login", data={"csrf": csrf, "token": "wrong"}, headers=cookie)
     assert wrong.status_code == 401
-    fresh = re.search(r'name="csrf" value="([^"]+)"', wrong.get_data(as_text=True))
-    assert fresh is not None and fresh.group(1) != csrf  # the form comes back renewed
-    assert "undersign_login=" in wrong.headers["Set-Cookie"]
+    renewed = form_csrf(wrong)
+    assert renewed != csrf  # the form comes back with a fresh token...
+    renewed_cookie = cookies_from(wrong)  # ...and its cookie
 
     # The same form (field and cookie) a second time: refused before the token is looked
     # at, even with the right token.
-    again = curl(app).post(
-        "/admin/login", data={"csrf": csrf, "token": ADMIN_TOKEN}, headers=replayed
-    )
+    again = script.post("/admin/login", data={"csrf": csrf, "token": ADMIN_TOKEN}, headers=cookie)
     assert again.status_code == 400
     assert "expired" in again.get_data(as_text=True)
     assert "undersign_admin" not in again.headers.get("Set-Cookie", "")
 
     # The renewed form signs in, once.
-    ok = client.post("/admin/login", data={"csrf": fresh.group(1), "token": ADMIN_TOKEN})
+    data = {"csrf": renewed, "token": ADMIN_TOKEN}
+    ok = script.post("/admin/login", data=data, headers=renewed_cookie)
     assert ok.status_code == 303
-    assert client.get("/admin").status_code == 200
-    nonce2 = re.search(r"undersign_login=([^;]+)", wrong.headers["Set-Cookie"])
-    assert nonce2 is not None
-    reused = curl(app).post(
-        "/admin/login",
-        data={"csrf": fresh.group(1), "token": ADMIN_TOKEN},
-        headers={"Cookie": f"undersign_login={nonce2.group(1)}"},
-    )
-    assert reused.status_code == 400
+    assert script.get("/admin", headers=cookies_from(ok)).status_code == 200
+    assert script.post("/admin/login", data=data, headers=renewed_cookie).status_code == 400
 
 
 def test_a_sign_in_form_is_bound_to_its_browser(app: Flask) -> None:
     _, csrf = login_form(curl(app))
-    other_nonce, _ = login_form(curl(app))
-    for cookie in ("", f"undersign_login={other_nonce}"):
+    other_cookie, _ = login_form(curl(app))
+    for headers in ({}, other_cookie):
         response = curl(app).post(
-            "/admin/login",
-            data={"csrf": csrf, "token": ADMIN_TOKEN},
-            headers={"Cookie": cookie} if cookie else {},
+            "/admin/login", data={"csrf": csrf, "token": ADMIN_TOKEN}, headers=headers
         )
-        assert response.status_code == 400, cookie
+        assert response.status_code == 400, headers
         assert "undersign_admin" not in response.headers.get("Set-Cookie", "")
 
 
