@@ -1,10 +1,10 @@
 """Blueprint ``/admin`` (operator console) and ``/api/v1/admin`` (operator JSON API).
 
-* The JSON API accepts ``Authorization: Bearer <WIDGET_ADMIN_TOKEN>`` (``adminauth``) or
-  the console's session cookie; a cookie-authenticated POST must also carry
-  ``X-CSRF-Token`` equal to the session's token. Anything else answers 401 problem+json
-  with ``WWW-Authenticate: Bearer``. With no admin token configured, every admin route
-  refuses.
+* The JSON API accepts ``Authorization: Bearer <WIDGET_ADMIN_TOKEN>`` or the console's
+  session cookie; a cookie-authenticated POST must also carry ``X-CSRF-Token`` equal to
+  the session's token. Anything else answers 401 problem+json with
+  ``WWW-Authenticate: Bearer``. With no admin token configured, every admin route
+  refuses. Bearer checks and sign-ins go through ``adminauth``, which brakes guessing.
 * The console pages redirect to ``/admin/login`` without a session. Sessions live in
   Redis (``sessions.SessionStore``): the cookie holds only a random id, the lifetime is an
   absolute 8 hours, signing out deletes the session, and a new admin token ends them all
