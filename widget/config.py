@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from limits import parse_many
 
 
 class ConfigError(RuntimeError):
@@ -65,6 +64,9 @@ def _to_redis_url(value: Any) -> str:
 
 def _to_rate_limit(value: Any) -> str:
     """A flask-limiter limit such as ``"10/minute;100/hour"``, checked at startup."""
+    # Imported here: `undersign serve` imports this module and should stay light.
+    from limits import parse_many
+
     text = _to_str(value).strip()
     parse_many(text)  # ValueError names the string when it is not a limit
     return text
