@@ -18,6 +18,8 @@ from widget import create_app
 SECRET = "test-secret-key-not-for-production-0123456789"
 ALLY = "https://ally.example"
 STATEMENT = "dongelek-ystel"
+# At least 32 characters: a shorter WIDGET_ADMIN_TOKEN is a startup error.
+ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +76,11 @@ def base_config(redis_server: RedisServer, **overrides: Any) -> dict[str, Any]:
         "STATEMENT_LIMIT": "100000/minute",
         "FORM_LIMIT": "1000/minute",
         "POW": False,  # tests that need the proof of work turn it on
-        "ADMIN_TOKEN": "admin-token-for-tests",
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        # Generous, so tests that try many wrong credentials on purpose are not braked;
+        # tests of the brake set their own.
+        "ADMIN_AUTH_LIMIT": "1000/minute",
+        "ADMIN_AUTH_GLOBAL_LIMIT": "1000/minute",
     }
     config.update(overrides)
     return config
@@ -114,7 +120,7 @@ def gunicorn_env(redis_server: RedisServer, **overrides: str) -> dict[str, str]:
         "WIDGET_STATEMENT_LIMIT": "100000/minute",
         "WIDGET_FORM_LIMIT": "100000/minute",
         "WIDGET_POW": "off",  # tests that need the proof of work turn it on
-        "WIDGET_ADMIN_TOKEN": "admin-token-for-tests",
+        "WIDGET_ADMIN_TOKEN": ADMIN_TOKEN,
     }
     env.update(overrides)
     return env

@@ -10,13 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import ALLY, STATEMENT
+from conftest import ADMIN_TOKEN, ALLY, STATEMENT
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
-TOKEN = "admin-token-for-tests"
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
+BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ADMIN = f"/api/v1/admin/statements/{STATEMENT}"
 POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -47,7 +46,7 @@ def seed(client: FlaskClient) -> list[str]:
     return [e["id"] for e in page["endorsements"]]
 
 
-def sign_in(client: FlaskClient, token: str = TOKEN, next_url: str = "") -> Any:
+def sign_in(client: FlaskClient, token: str = ADMIN_TOKEN, next_url: str = "") -> Any:
     form = client.get("/admin/login").get_data(as_text=True)
     csrf = re.search(r'name="csrf" value="([^"]+)"', form)
     assert csrf is not None
@@ -58,9 +57,26 @@ def sign_in(client: FlaskClient, token: str = TOKEN, next_url: str = "") -> Any:
 
 
 def session_csrf(client: FlaskClient) -> str:
-    with client.session_transaction() as session:
-        value: str = session["csrf"]
-    return value
+    """The signed-in console's CSRF token, as its pages hand it to the browser."""
+    page = client.get("/admin").get_data(as_text=True)
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+def set_cookies(response: Any) -> list[str]:
+    return response.headers.getlist("Set-Cookie")
+
+
+def session_cookie_value(response: Any) -> str:
+    """The session id the sign-in response gave (the same under both paths)."""
+    values = {
+        c.split(";", 1)[0].split("=", 1)[1]
+        for c in set_cookies(response)
+        if c.startswith("undersign_admin=")
+    }
+    assert len(values) == 1, set_cookies(response)
+    return values.pop()
 
 
 # -- auth on every route -----------------------------------------------------------------
@@ -104,7 +120,7 @@ def test_every_admin_route_refuses_without_credentials(app: Flask, client: Flask
     ):
         assert path in urls, path
     checked = 0
-    for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": TOKEN}):
+    for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": ADMIN_TOKEN}):
         for method, url in rules:
             if url == "/admin/login":
                 continue  # the sign-in form itself, tested below
@@ -165,9 +181,14 @@ def test_sign_in_and_out(client: FlaskClient) -> None:
 
     ok = sign_in(client, next_url=f"/admin/s/{STATEMENT}")
     assert ok.status_code == 303 and ok.headers["Location"] == f"/admin/s/{STATEMENT}"
-    cookie = ok.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Expires=" in cookie
-    assert "Secure" not in cookie  # plain http in tests
+    cookies = [c for c in set_cookies(ok) if c.startswith("undersign_admin=")]
+    assert sorted(re.search(r"Path=([^;]+)", c).group(1) for c in cookies) == [  # type: ignore[union-attr]
+        "/admin",
+        "/api/v1/admin",
+    ]
+    for cookie in cookies:
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Expires=" in cookie
+        assert "Secure" not in cookie  # plain http in tests
     dashboard = client.get(f"/admin/s/{STATEMENT}")
     assert dashboard.status_code == 200
     html = dashboard.get_data(as_text=True)
@@ -191,11 +212,12 @@ def test_secure_cookie_over_https(client: FlaskClient) -> None:
     assert csrf is not None
     response = client.post(
         "/admin/login",
-        data={"csrf": csrf.group(1), "token": TOKEN},
+        data={"csrf": csrf.group(1), "token": ADMIN_TOKEN},
         base_url="https://console.example",
     )
     assert response.status_code == 303
-    assert "Secure" in response.headers["Set-Cookie"]
+    assert len(set_cookies(response)) == 3  # the session under two paths, the form's cleared
+    assert all("Secure" in cookie for cookie in set_cookies(response))
 
 
 @pytest.mark.parametrize(
@@ -216,7 +238,7 @@ def test_sign_in_next_only_relative_admin_paths(client: FlaskClient, target: str
 
 def test_login_form_needs_its_csrf_field(client: FlaskClient) -> None:
     client.get("/admin/login")
-    response = client.post("/admin/login", data={"token": TOKEN})
+    response = client.post("/admin/login", data={"token": ADMIN_TOKEN})
     assert response.status_code == 400
     assert client.get("/admin").status_code == 302
 
@@ -347,3 +369,15 @@ def test_exports_have_rows_and_no_secrets(client: FlaskClient, redis_client: Red
         for secret in forbidden:
             assert secret.lower() not in lowered
         assert "@" not in body
+
+
+@pytest.mark.parametrize(
+    "target", ["/admin\n", "/admin/s/x\r\nSet-Cookie: a=b", "/admin\t", "/admin\x00", "/admin\x7f"]
+)
+def test_sign_in_next_with_control_characters_goes_to_the_overview(
+    client: FlaskClient, target: str
+) -> None:
+    response = sign_in(client, next_url=target)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/admin"
+    assert "a=b" not in response.headers.get("Set-Cookie", "")

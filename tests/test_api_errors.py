@@ -258,7 +258,9 @@ def test_rate_limited_is_429_with_retry_after(make_app: MakeApp, redis_client: R
         response = client.post(URL, json=person(n))
         body = assert_problem(response, 429)
         retry_after = int(response.headers["Retry-After"])
-        assert 1 <= retry_after <= 61
+        # A sliding-window counter may ask for up to two windows (it keeps counts, not
+        # the time of each endorsement).
+        assert 1 <= retry_after <= 120
         assert body["retry_after"] == retry_after
     assert store_state(redis_client) == before
     assert before.count == 2

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import ALLY, SECRET, STATEMENT
+from test_admin import session_cookie_value, sign_in
 
 from widget.cli import main
 
@@ -108,3 +109,29 @@ def test_unknown_statement_is_an_error(redis_server, redis_client, tmp_path: Pat
     result = CliRunner(env=env).invoke(main, ["export", "nope", "-o", str(tmp_path / "x.csv")])
     assert result.exit_code != 0
     assert "no statement" in result.output
+
+
+def test_sessions_revoke_all_ends_every_console_session(make_app, redis_client):
+    app = make_app()
+    cookies = []
+    for _ in range(2):
+        response = sign_in(app.test_client())
+        assert response.status_code == 303
+        cookies.append({"Cookie": f"undersign_admin={session_cookie_value(response)}"})
+    client = app.test_client(use_cookies=False)
+    for cookie in cookies:
+        assert client.get("/api/v1/admin/statements", headers=cookie).status_code == 200
+
+    result = app.test_cli_runner().invoke(args=["sessions", "revoke-all"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "Revoked 2 admin sessions.\n"
+    for cookie in cookies:
+        assert client.get("/api/v1/admin/statements", headers=cookie).status_code == 401
+        assert client.get("/admin", headers=cookie).status_code == 302
+    again = app.test_cli_runner().invoke(args=["sessions", "revoke-all"])
+    assert again.output == "Revoked 0 admin sessions.\n"
+    assert not list(redis_client.scan_iter(match="us:admin:session:*"))
+
+
+def test_sessions_revoke_all_is_an_undersign_command(run):
+    assert "Revoked 0 admin sessions." in run("sessions", "revoke-all")

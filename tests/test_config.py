@@ -17,6 +17,8 @@ from widget import create_app
 from widget.cli import main
 from widget.config import SETTINGS, ConfigError, demo_secret, load_config
 
+TOKEN = "12345678901234567890123456789012"  # 32 digits: JSON-parses to an int, must stay text
+
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
@@ -63,7 +65,7 @@ def test_environment_is_parsed_and_coerced(
         "WIDGET_REDIS_URL": redis_server.url,
         "WIDGET_SECRET_KEY": "12345678901234567890",  # JSON-parses to an int: must stay text
         "WIDGET_ALLOWED_ORIGINS": " https://Ally.Example/ ,https://b.example:8443,, ",
-        "WIDGET_ADMIN_TOKEN": "tok",
+        "WIDGET_ADMIN_TOKEN": TOKEN,
         "WIDGET_ENDORSE_LIMIT": "3/minute;10/day",
         "WIDGET_TRUSTED_PROXIES": "2",
         "WIDGET_STATEMENTS_DIR": str(tmp_path),
@@ -78,7 +80,7 @@ def test_environment_is_parsed_and_coerced(
     assert config["REDIS_URL"] == redis_server.url
     assert config["SECRET_KEY"] == "12345678901234567890"
     assert config["ALLOWED_ORIGINS"] == ("https://ally.example", "https://b.example:8443")
-    assert config["ADMIN_TOKEN"] == "tok"
+    assert config["ADMIN_TOKEN"] == TOKEN
     assert config["ENDORSE_LIMIT"] == "3/minute;10/day"
     assert config["TRUSTED_PROXIES"] == 2
     assert config["STATEMENTS_DIR"] == str(tmp_path)
@@ -143,6 +145,23 @@ def test_bad_setting_is_a_config_error_naming_it(
     assert text.startswith(f"WIDGET_{name}: "), text
     assert message in text
     assert "hunter2" not in text
+
+
+@pytest.mark.parametrize("length", [1, 21, 31])
+def test_short_admin_token_is_a_startup_error(clean_env: pytest.MonkeyPatch, length: int) -> None:
+    token = "Q" * length
+    clean_env.setenv("WIDGET_ADMIN_TOKEN", token)
+    with pytest.raises(ConfigError) as info:
+        loaded(SECRET_KEY=SECRET)
+    text = str(info.value)
+    assert text.startswith("WIDGET_ADMIN_TOKEN: must be at least 32 characters"), text
+    assert f"got {length} " in text
+    assert token not in text
+
+
+def test_admin_token_of_32_characters_or_none_starts(clean_env: pytest.MonkeyPatch) -> None:
+    assert loaded(SECRET_KEY=SECRET, ADMIN_TOKEN="").config["ADMIN_TOKEN"] == ""  # disabled
+    assert loaded(SECRET_KEY=SECRET, ADMIN_TOKEN=TOKEN).config["ADMIN_TOKEN"] == TOKEN
 
 
 def test_missing_secret_key_with_redis_url_is_a_startup_error(

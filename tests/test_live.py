@@ -34,7 +34,7 @@ from checks import (
     person,
     write_statement,
 )
-from conftest import ALLY
+from conftest import ADMIN_TOKEN, ALLY
 from load import post_all
 from redis import Redis
 from servers import Gunicorn, RedisServer, wait_for
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.server
 
 EVENTS = f"/api/v1/statements/{STATEMENT}/events"
 ADMIN = f"/api/v1/admin/statements/{STATEMENT}"
-BEARER = {"Authorization": "Bearer admin-token-for-tests"}
+BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MIN_INTERVAL = 0.25  # EVENTS_MIN_INTERVAL's default
 
 

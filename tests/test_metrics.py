@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 
 import requests
-from conftest import ALLY, STATEMENT
+from conftest import ADMIN_TOKEN, ALLY, STATEMENT
 
-TOKEN = "admin-token-for-tests"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ENDORSE = f"/api/v1/statements/{STATEMENT}/endorsements"
 
 
@@ -20,12 +19,24 @@ def sample(text: str, name: str, labels: str = "") -> float:
 
 
 def test_metrics_needs_the_token(client):
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN_TOKEN}):
         response = client.get("/metrics", headers=headers)
         assert response.status_code == 401
         assert response.content_type == "application/problem+json"
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert client.get("/metrics", headers=AUTH).status_code == 200
+
+
+def test_metrics_bearer_scheme_is_case_insensitive(client):
+    # RFC 9110 section 11.1: the scheme is case-insensitive, as on the admin API.
+    for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+        for path in ("/metrics", "/api/v1/admin/statements"):
+            headers = {"Authorization": f"{scheme} {ADMIN_TOKEN}"}
+            assert client.get(path, headers=headers).status_code == 200, (scheme, path)
+            wrong = {"Authorization": f"{scheme} {ADMIN_TOKEN[:-1]}x"}
+            assert client.get(path, headers=wrong).status_code == 401, (scheme, path)
+    for header in (f"Basic {ADMIN_TOKEN}", f"Bearer{ADMIN_TOKEN}", f"{ADMIN_TOKEN}"):
+        assert client.get("/metrics", headers={"Authorization": header}).status_code == 401
 
 
 def test_metrics_public_when_configured(make_app):

@@ -1,13 +1,22 @@
 """Blueprint ``/admin`` (operator console) and ``/api/v1/admin`` (operator JSON API).
 
-* The JSON API accepts ``Authorization: Bearer <WIDGET_ADMIN_TOKEN>`` (constant-time
-  compare) or the console's signed session cookie; a cookie-authenticated POST must also
-  carry ``X-CSRF-Token`` equal to the session's token. Anything else answers 401
-  problem+json with ``WWW-Authenticate: Bearer``. With no admin token configured, every
-  admin route refuses.
-* The console pages redirect to ``/admin/login`` without a session. The session cookie is
-  signed with ``SECRET_KEY``, HttpOnly, SameSite=Strict, Secure over https, and lives a few
-  hours.
+* The JSON API accepts ``Authorization: Bearer <WIDGET_ADMIN_TOKEN>`` or the console's
+  session cookie; a cookie-authenticated POST must also carry ``X-CSRF-Token`` equal to
+  the session's token. Anything else answers 401 problem+json with
+  ``WWW-Authenticate: Bearer``. With no admin token configured, every admin route
+  refuses. Bearer checks and sign-ins go through ``adminauth``, which brakes guessing.
+* The console pages redirect to ``/admin/login`` without a session. Sessions live in
+  Redis (``sessions.SessionStore``): the cookie holds only a random id, the lifetime is an
+  absolute 8 hours, signing out deletes the session, and a new admin token ends them all
+  (so does ``undersign sessions revoke-all``).
+* The cookie is set twice with the same id, once for ``Path=/admin`` and once for
+  ``Path=/api/v1/admin`` (a cookie has one path), so browsers never send it to public
+  routes; HttpOnly, SameSite=Strict, Secure over https. Flask's own cookie session is
+  switched off, so nothing else sets a cookie, and requests without the cookie never
+  touch Redis for a session.
+* The sign-in form's CSRF token is single use: a signed, 15-minute nonce that must match
+  the ``Path=/admin/login`` cookie set with the form, and that Redis records as used on
+  the first POST, right or wrong; every answer to a POST carries a fresh form.
 * Every admin response carries a strict CSP, ``X-Frame-Options: DENY``,
   ``Cache-Control: no-store`` and ``Referrer-Policy: no-referrer``.
 """
@@ -17,7 +26,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -27,20 +36,31 @@ from flask import (
     Request,
     Response,
     current_app,
+    g,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.sessions import SessionInterface, SessionMixin
+from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
+from .adminauth import (
+    TooManyFailures,
+    admin_token,
+    bearer_authenticates,
+    check_brake,
+    record_failure,
+    token_matches,
+)
 from .api import get_registry, get_statement
 from .db import get_store
 from .errors import Problem
 from .export import export_lines
+from .sessions import AdminSession, SessionStore, token_binding
 from .statements import Statement
 
 api = Blueprint("admin_api", __name__, url_prefix="/api/v1/admin")
@@ -50,59 +70,127 @@ ADMIN_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-SESSION_LIFETIME = timedelta(hours=8)
+SESSION_LIFETIME = 8 * 3600  # seconds, from sign-in; never extended
+SESSION_COOKIE = "undersign_admin"
+SESSION_COOKIE_PATHS = ("/admin", "/api/v1/admin")
+LOGIN_COOKIE = "undersign_login"
+LOGIN_COOKIE_PATH = "/admin/login"
+LOGIN_FORM_MAX_AGE = 15 * 60
+LOGIN_FORM_SALT = "undersign.admin-login"  # namespaces the signature, not a secret
 PAGE_LIMIT_MAX = 500
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
 
 
-class AdminSessionInterface(SecureCookieSessionInterface):
-    """The signed-cookie session, always HttpOnly and SameSite=Strict, Secure over https."""
+class NoCookieSessionInterface(SessionInterface):
+    """Flask's cookie session, switched off: every ``session`` is an empty null session.
 
-    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        # Most requests (the public API, the widget) carry no cookie: skip building the
-        # signing serializer for them.
-        if not request.cookies.get(self.get_cookie_name(app)):
-            return self.session_class()
-        return super().open_session(app, request)
+    The console keeps its session server-side (below); with this, no response can carry
+    a cookie set through ``flask.session``, and no request pays for opening one.
+    """
 
-    def get_cookie_secure(self, app: Flask) -> bool:
-        return bool(app.config.get("SESSION_COOKIE_SECURE")) or request.is_secure
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        return None  # Flask substitutes a read-only null session
 
-    def get_cookie_httponly(self, app: Flask) -> bool:
-        return True
-
-    def get_cookie_samesite(self, app: Flask) -> str:
-        return "Strict"
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        return None
 
 
-# -- credentials ------------------------------------------------------------------------
+# -- sessions -----------------------------------------------------------------------------
 
 
-def _admin_token() -> str:
-    return str(current_app.config.get("ADMIN_TOKEN") or "")
+def get_sessions() -> SessionStore:
+    sessions: SessionStore = current_app.extensions["undersign.sessions"]
+    return sessions
 
 
-def token_matches(given: str) -> bool:
-    expected = _admin_token()
-    if not expected or not given:
-        return False
-    return hmac.compare_digest(given.encode(), expected.encode())
+def _binding() -> str:
+    return token_binding(current_app.config["SECRET_KEY"], admin_token())
 
 
-def bearer_ok() -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    return scheme.lower() == "bearer" and token_matches(value.strip())
+def current_session() -> AdminSession | None:
+    """This request's console session (one Redis read at most, none without the cookie)."""
+    if "admin_session" in g:
+        found: AdminSession | None = g.admin_session
+        return found
+    session_id = request.cookies.get(SESSION_COOKIE)
+    found = None
+    if session_id and admin_token():
+        found = get_sessions().get(session_id, _binding())
+    if session_id and found is None:
+        g.admin_forget_cookie = True  # ended, expired or foreign: clear it in the browser
+    g.admin_session = found
+    return found
 
 
 def session_ok() -> bool:
-    # A session signed before the token was unset must not outlive it.
-    return bool(_admin_token()) and session.get("admin") is True and bool(session.get("csrf"))
+    return current_session() is not None
 
 
 def csrf_ok(given: str | None) -> bool:
-    expected = session.get("csrf")
-    return bool(expected and given) and hmac.compare_digest(str(given), str(expected))
+    session = current_session()
+    if session is None or not given:
+        return False
+    return hmac.compare_digest(str(given), session.csrf)
+
+
+def _cookie_secure() -> bool:
+    return bool(current_app.config.get("SESSION_COOKIE_SECURE")) or request.is_secure
+
+
+def set_session_cookies(response: BaseResponse, session: AdminSession) -> None:
+    expires = datetime.fromtimestamp(session.expires, UTC)
+    for path in SESSION_COOKIE_PATHS:
+        response.set_cookie(
+            SESSION_COOKIE,
+            session.id,
+            expires=expires,
+            path=path,
+            secure=_cookie_secure(),
+            httponly=True,
+            samesite="Strict",
+        )
+
+
+def clear_session_cookies(response: BaseResponse) -> None:
+    for path in SESSION_COOKIE_PATHS:
+        response.delete_cookie(
+            SESSION_COOKIE, path=path, secure=_cookie_secure(), httponly=True, samesite="Strict"
+        )
+
+
+# -- the sign-in form's single-use CSRF token ---------------------------------------------
+
+
+def _login_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=LOGIN_FORM_SALT)
+
+
+def new_login_form() -> tuple[str, str]:
+    """(nonce for the cookie, signed token for the form)."""
+    nonce = secrets.token_urlsafe(32)
+    return nonce, str(_login_serializer().dumps(nonce))
+
+
+def consume_login_form() -> bool:
+    """True once for a fresh form whose token matches this browser's cookie.
+
+    Any POST that presents a genuine form uses it up, whatever the token typed, so one
+    form cannot carry more than one guess.
+    """
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    given = request.form.get("csrf", "")
+    if not nonce or not given:
+        return False
+    try:
+        signed = _login_serializer().loads(given, max_age=LOGIN_FORM_MAX_AGE)
+    except BadData:
+        return False
+    if not isinstance(signed, str) or not hmac.compare_digest(signed, nonce):
+        return False
+    return get_sessions().consume_nonce(nonce, LOGIN_FORM_MAX_AGE + 60)
+
+
+# -- credentials ------------------------------------------------------------------------
 
 
 def unauthorized(detail: str) -> Problem:
@@ -116,13 +204,18 @@ def unauthorized(detail: str) -> Problem:
 
 
 def actor() -> str:
-    return "token" if bearer_ok() else "console"
+    return "token" if g.get("admin_by_token") else "console"
 
 
 @api.before_request
 def require_api_credentials() -> None:
-    if bearer_ok():
+    # A Bearer header decides alone: right, or a counted failure (never the cookie then).
+    by_token = bearer_authenticates("admin API bearer check")
+    if by_token:
+        g.admin_by_token = True
         return
+    if by_token is False:
+        raise unauthorized("That admin token is not right.")
     if session_ok():
         if request.method not in ("GET", "HEAD", "OPTIONS") and not csrf_ok(
             request.headers.get("X-CSRF-Token")
@@ -133,8 +226,14 @@ def require_api_credentials() -> None:
 
 
 def safe_next(target: str | None) -> str:
-    """Only a same-site relative path under /admin; anything else goes to the overview."""
+    """Only a same-site relative path under /admin; anything else goes to the overview.
+
+    Control characters are refused too: a newline would make the ``Location`` header
+    invalid (a 500) and nothing legitimate carries them.
+    """
     if not target or not target.startswith("/admin") or "\\" in target:
+        return url_for("admin.overview")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in target):
         return url_for("admin.overview")
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or target.startswith("//"):
@@ -162,6 +261,8 @@ def _to_login() -> BaseResponse:
 @api.after_request
 @bp.after_request
 def admin_headers(response: Response) -> Response:
+    if g.get("admin_forget_cookie"):
+        clear_session_cookies(response)
     response.headers["Content-Security-Policy"] = ADMIN_POLICY
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Cache-Control"] = "no-store"
@@ -327,39 +428,80 @@ def close_statement(statement_id: str) -> Response:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> BaseResponse | tuple[str, int] | str:
+def login() -> BaseResponse:
     next_url = safe_next(request.values.get("next"))
-    if session_ok() and request.method == "GET":
+    if request.method == "GET" and session_ok():
         return redirect(next_url, 302)
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(32)
-    error = ""
-    status = 200
-    if request.method == "POST":
-        if not csrf_ok(request.form.get("csrf")):
-            error = "The sign-in form expired. Please try again."
-            status = 400
-        elif not token_matches(request.form.get("token", "")):
-            error = (
-                "The console is disabled: no admin token is configured."
-                if not _admin_token()
-                else "That token is not right."
-            )
-            status = 401
+    if request.method == "GET":
+        return _login_page(next_url)
+    try:
+        check_brake("admin sign-in")
+    except TooManyFailures as exc:
+        error = f"Too many failed sign-ins. Try again in {exc.retry_after} seconds."
+        response = _login_page(next_url, error, 429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    if not consume_login_form():
+        record_failure("admin sign-in", "form expired, reused or forged")
+        return _login_page(next_url, "The sign-in form expired. Please try again.", 400)
+    if not token_matches(request.form.get("token", "")):
+        if not admin_token():
+            record_failure("admin sign-in", "no admin token configured")
+            error = "The console is disabled: no admin token is configured."
         else:
-            session.clear()
-            session["admin"] = True
-            session["csrf"] = secrets.token_urlsafe(32)
-            session.permanent = True
-            return redirect(next_url, 303)
-    html = render_template("admin/login.html", error=error, next_url=next_url)
-    return html, status
+            record_failure("admin sign-in", "bad token")
+            error = "That token is not right."
+        return _login_page(next_url, error, 401)
+    return _signed_in(next_url)
+
+
+def _login_page(next_url: str, error: str = "", status: int = 200) -> BaseResponse:
+    """The sign-in form with a fresh single-use token (and its cookie)."""
+    nonce, form_token = new_login_form()
+    html = render_template(
+        "admin/login.html", error=error, next_url=next_url, csrf_token=form_token
+    )
+    response = make_response(html, status)
+    response.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        max_age=LOGIN_FORM_MAX_AGE,
+        path=LOGIN_COOKIE_PATH,
+        secure=_cookie_secure(),
+        httponly=True,
+        samesite="Strict",
+    )
+    return response
+
+
+def _signed_in(next_url: str) -> BaseResponse:
+    sessions = get_sessions()
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:
+        sessions.delete(previous)
+    session = sessions.create(_binding())
+    # Clearing a stale cookie after this would undo the new one set below.
+    g.admin_forget_cookie = False
+    response = redirect(next_url, 303)
+    set_session_cookies(response, session)
+    response.delete_cookie(
+        LOGIN_COOKIE,
+        path=LOGIN_COOKIE_PATH,
+        secure=_cookie_secure(),
+        httponly=True,
+        samesite="Strict",
+    )
+    return response
 
 
 @bp.post("/logout")
 def logout() -> BaseResponse:
-    session.clear()
-    return redirect(url_for("admin.login"), 303)
+    session = current_session()
+    if session is not None:
+        get_sessions().delete(session.id)
+    response = redirect(url_for("admin.login"), 303)
+    clear_session_cookies(response)
+    return response
 
 
 @bp.get("/")
@@ -379,14 +521,16 @@ def dashboard(statement_id: str) -> str:
 def console_helpers() -> dict[str, Any]:
     from .embed import asset_url
 
-    return {"asset": asset_url, "csrf_token": session.get("csrf", "")}
+    # Only what this request already read: an error page must not go back to Redis.
+    session: AdminSession | None = g.get("admin_session")
+    return {"asset": asset_url, "csrf_token": session.csrf if session else ""}
 
 
 def init_app(app: Flask) -> None:
-    app.session_interface = AdminSessionInterface()
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", SESSION_LIFETIME)
-    if app.config.get("PERMANENT_SESSION_LIFETIME") == timedelta(days=31):
-        app.config["PERMANENT_SESSION_LIFETIME"] = SESSION_LIFETIME
-    app.permanent_session_lifetime = app.config["PERMANENT_SESSION_LIFETIME"]
+    """Switch Flask's cookie session off, keep the session store; call after ``db``."""
+    app.session_interface = NoCookieSessionInterface()
+    app.extensions["undersign.sessions"] = SessionStore(
+        app.extensions["undersign.redis"], SESSION_LIFETIME
+    )
     app.register_blueprint(api)
     app.register_blueprint(bp)

@@ -220,6 +220,21 @@ def watch_table(store: Store, registry: StatementRegistry) -> Table:
     return table
 
 
+@click.group("sessions")
+def sessions_group() -> None:
+    """Operator console sessions."""
+
+
+@sessions_group.command("revoke-all")
+@with_appcontext
+def revoke_all_sessions_command() -> None:
+    """End every console session now: everyone signs in again."""
+    from .admin import get_sessions
+
+    revoked = get_sessions().revoke_all()
+    click.echo(f"Revoked {revoked} admin session{'' if revoked == 1 else 's'}.")
+
+
 @click.command("config")
 def config_command() -> None:
     """Print every WIDGET_* setting with its default, as a Markdown table."""
@@ -242,6 +257,7 @@ COMMANDS: list[click.Command] = [
     unstrike_command,
     open_command,
     close_command,
+    sessions_group,
 ]
 
 

@@ -148,8 +148,8 @@ SETTINGS: tuple[Setting, ...] = (
         "ADMIN_TOKEN",
         "",
         _to_str,
-        "Operator bearer token for `/admin` and `/api/v1/admin`; unset refuses every admin "
-        "request.",
+        "Operator bearer token for `/admin`, `/api/v1/admin` and `/metrics`, at least 32 "
+        "characters (shorter is a startup error); unset refuses every admin request.",
     ),
     Setting(
         "ENDORSE_LIMIT",
@@ -201,6 +201,21 @@ SETTINGS: tuple[Setting, ...] = (
         "30/minute",
         _to_limit,
         "Proof-of-work challenges one client may fetch (flask-limiter syntax).",
+    ),
+    Setting(
+        "ADMIN_AUTH_LIMIT",
+        "10/minute;100/hour",
+        _to_limit,
+        "Failed admin sign-ins and bearer-token checks (console, admin API, `/metrics`) "
+        "allowed per client address; over it, every attempt from that client answers 429 "
+        "(flask-limiter syntax).",
+    ),
+    Setting(
+        "ADMIN_AUTH_GLOBAL_LIMIT",
+        "60/minute",
+        _to_limit,
+        "The same failures allowed from all clients together; over it, every admin sign-in "
+        "and bearer check answers 429 (signed-in consoles keep working).",
     ),
     Setting(
         "TRUSTED_PROXIES",
@@ -259,6 +274,8 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
 
 MAX_BODY_BYTES = 16 * 1024
+# A guessable operator token defeats every other admin safeguard: refuse short ones.
+ADMIN_TOKEN_MIN_LENGTH = 32
 
 
 def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> None:
@@ -273,6 +290,14 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> Non
             app.config[setting.name] = setting.convert(app.config[setting.name])
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{setting.env}: {exc}") from exc
+    token = app.config["ADMIN_TOKEN"]
+    if token and len(token) < ADMIN_TOKEN_MIN_LENGTH:
+        # The message gives the length only, never the token.
+        raise ConfigError(
+            f"WIDGET_ADMIN_TOKEN: must be at least {ADMIN_TOKEN_MIN_LENGTH} characters, "
+            f"got {len(token)} "
+            '(make one with: python -c "import secrets; print(secrets.token_urlsafe(32))")'
+        )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PUBLIC_URL"] = app.config["PUBLIC_URL"].rstrip("/")
     app.config["DATA_DIR"] = str(Path(app.config["DATA_DIR"]).expanduser().resolve())

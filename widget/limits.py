@@ -11,16 +11,21 @@ atomic step as the endorsement (``abuse.tiers``); flask-limiter, on the same Red
 sliding-window counters, limits everything else: the no-JavaScript form, proof-of-work
 challenges. Every limiter key is a hash of the client's address (an IPv6 client by its
 /64) under the day's random salt (``privacy.DailySalt``), never the address itself.
+Failed admin authentications are braked per client and overall on the same
+storage (``AuthBrake``).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, request
 from flask_cors import CORS
 from flask_limiter import Limiter
+from limits import RateLimitItem, parse_many
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .abuse import CLIENT_PREFIXES, TierLimits, network_of, windows
@@ -140,6 +145,57 @@ class EndorseLimiter(Limiter):
             return True
 
 
+class AuthBrake:
+    """The brake on guessing the admin token: failed attempts per client and overall.
+
+    Only failures are counted, so a right token is never throttled by its own use:
+
+    1. Before a credential is compared, both limits are tested. A client over either gets
+       429 whether its token is right or wrong, so throttled guesses tell it nothing.
+    2. A wrong credential is then hit on both limits (an atomic add in Redis), so
+       concurrent guesses cannot slip past: at most the limit's worth of wrong answers
+       per window, whatever the concurrency.
+
+    flask-limiter's decorators are not used: they count every request, and run before the
+    credentials are known. ``deduct_when`` could count only failures, but on the admin
+    blueprints it would switch the limiter's before-request pass back on for every route
+    of the app (see ``EndorseLimiter``). The counts live in the limiter's storage, under
+    its key prefix; keys carry ``client_key()``, never an address.
+    """
+
+    def __init__(self, limiter: Limiter, prefix: str, per_client: str, overall: str) -> None:
+        self.limiter = limiter
+        self.prefix = prefix
+        self.per_client = parse_many(per_client)
+        self.overall = parse_many(overall)
+
+    def _limits(self, client: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
+        mine = (self.prefix, "admin-auth", client)
+        everyone = (self.prefix, "admin-auth-all")
+        return [(item, mine) for item in self.per_client] + [
+            (item, everyone) for item in self.overall
+        ]
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until ``client`` may try again, or None when it may try now."""
+        strategy = self.limiter.limiter
+        for item, identifiers in self._limits(client):
+            if not strategy.test(item, *identifiers):
+                reset = strategy.get_window_stats(item, *identifiers).reset_time
+                return max(1, math.ceil(reset - time.time()))
+        return None
+
+    def failed(self, client: str) -> None:
+        strategy = self.limiter.limiter
+        for item, identifiers in self._limits(client):
+            strategy.hit(item, *identifiers)
+
+
+def get_auth_brake() -> AuthBrake:
+    brake: AuthBrake = current_app.extensions["undersign.admin_brake"]
+    return brake
+
+
 def init_app(app: Flask) -> None:
     """Wire proxies, the allowlist, CORS, the limits and the proof of work; call after the
     blueprints exist."""
@@ -183,6 +239,12 @@ def init_app(app: Flask) -> None:
     limiter = EndorseLimiter(key_func=client_key)
     limiter.init_app(app)
     app.extensions["undersign.limiter"] = limiter
+    app.extensions["undersign.admin_brake"] = AuthBrake(
+        limiter,
+        app.config["RATELIMIT_KEY_PREFIX"],
+        app.config["ADMIN_AUTH_LIMIT"],
+        app.config["ADMIN_AUTH_GLOBAL_LIMIT"],
+    )
     for endpoint, limit, scope in (
         ("embed.endorse_form", form_limit, "form"),
         ("api.challenge", challenge_limit, "challenge"),

@@ -10,7 +10,6 @@ live in this process's registry. ``/metrics`` asks for the admin token unless
 
 from __future__ import annotations
 
-import hmac
 import os
 import time
 
@@ -25,6 +24,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .adminauth import bearer_authenticates
 from .errors import Problem
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -115,11 +115,7 @@ def _observe(response: Response) -> Response:
 def _authorized() -> bool:
     if current_app.config["METRICS_PUBLIC"]:
         return True
-    token: str = current_app.config["ADMIN_TOKEN"]
-    given = request.headers.get("Authorization", "")
-    if not token or not given.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(given[len("Bearer ") :].encode(), token.encode())
+    return bool(bearer_authenticates("/metrics bearer check", without_redis=True))
 
 
 @bp.get("/metrics")

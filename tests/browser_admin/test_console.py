@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import STATEMENT
+from conftest import ADMIN_TOKEN, STATEMENT
 from playwright.sync_api import Browser, expect
 from servers import Gunicorn
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
-TOKEN = "admin-token-for-tests"
 
 
 def endorse(service: Gunicorn, i: int) -> None:
@@ -47,7 +46,7 @@ def test_console_live_count_strike_and_export(
     page.fill("#token", "wrong")
     page.click("button[type=submit]")
     expect(page.locator("[role=alert]")).to_contain_text("not right")
-    page.fill("#token", TOKEN)
+    page.fill("#token", ADMIN_TOKEN)
     page.click("button[type=submit]")
     page.wait_for_url(f"**/admin/s/{STATEMENT}")
     count = page.locator("#count")
