@@ -146,7 +146,7 @@ def validate_entry(entry: Mapping[str, Any], index: int | None = None) -> None:
     if not _is_index(i):
         raise EntryError(f"i is not an index: {i!r}")
     if index is not None and i != index:
-        raise EntryError(f"entry {index} says it is entry {i}")
+        raise EntryError(f"entry {index} says it is entry {i} (missing, repeated or moved entries)")
     if not isinstance(entry["at"], str) or not _is_minute(entry["at"]):
         raise EntryError(f"at is not a UTC minute (YYYY-MM-DDTHH:MMZ): {entry['at']!r}")
     if kind == "endorse":
@@ -259,7 +259,9 @@ class Tally:
     def apply(self, entry: Mapping[str, Any]) -> None:
         i, kind = entry["i"], entry["kind"]
         if i != self.size:
-            raise EntryError(f"entry {self.size} says it is entry {i}")
+            raise EntryError(
+                f"entry {self.size} says it is entry {i} (missing, repeated or moved entries)"
+            )
         if kind == "endorse":
             self._flags[i] = 0
             self.count += 1
