@@ -152,6 +152,14 @@ def test_a_receipt_is_found_proved_and_its_status_shown(double: LogDouble, url: 
     result = verify(url, *pinned(), "--receipt", secret(struck[0]))
     assert result.exit_code == 0, result.output
     assert "status: struck" in result.output
+    # From stdin, so the secret stays out of shell history and process lists.
+    result = CliRunner().invoke(
+        main,
+        ["verify", url, STATEMENT, *pinned(), "--receipt", "-"],
+        input=secret(struck[0]) + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert f"entry {struck[0]:,} of the log; status: struck" in result.output
 
 
 def test_a_receipt_sealed_after_the_checkpoint_is_proved_against_its_own(
