@@ -1,7 +1,8 @@
 """The ``undersign`` command line, a Flask CLI group (``flask --app widget ...`` works too).
 
-``serve`` needs no app in this process (gunicorn's workers build their own); the other
-commands build the app from the same ``WIDGET_*`` settings and talk to its Redis.
+``serve`` needs no app in this process (gunicorn's workers build their own) and ``verify``
+only talks HTTP to a service; the other commands build the app from the same ``WIDGET_*``
+settings and talk to its Redis.
 """
 
 from __future__ import annotations
@@ -235,6 +236,43 @@ def revoke_all_sessions_command() -> None:
     click.echo(f"Revoked {revoked} admin session{'' if revoked == 1 else 's'}.")
 
 
+@click.command("verify")
+@click.argument("base_url")
+@click.argument("statement_id")
+@click.option(
+    "--key",
+    "vkey",
+    metavar="VKEY",
+    help="The log's verifier key (name+id+key) to pin. Without it, the key the service "
+    "serves is used, with a warning.",
+)
+@click.option(
+    "--receipt",
+    metavar="SECRET",
+    envvar="UNDERSIGN_RECEIPT",
+    help="Your endorsement receipt's secret ('-' reads it from stdin; or set "
+    "UNDERSIGN_RECEIPT): check that your endorsement is in the log and print its status.",
+)
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False),
+    help="A file keeping the last verified checkpoint of each log; later runs fail loudly "
+    "when the log is not an extension of it.",
+)
+def verify_command(
+    base_url: str, statement_id: str, vkey: str | None, receipt: str | None, state: str | None
+) -> None:
+    """Download STATEMENT_ID's public log from BASE_URL and check every entry, the Merkle
+    root, the signed checkpoint and the count (over HTTP only: no app, no Redis)."""
+    import sys
+
+    from .verify import run
+
+    if receipt == "-":
+        receipt = sys.stdin.readline().rstrip("\r\n")
+    raise SystemExit(run(base_url, statement_id, key=vkey, receipt=receipt, state=state))
+
+
 @click.command("config")
 def config_command() -> None:
     """Print every WIDGET_* setting with its default, as a Markdown table."""
@@ -258,6 +296,7 @@ COMMANDS: list[click.Command] = [
     open_command,
     close_command,
     sessions_group,
+    verify_command,
 ]
 
 
