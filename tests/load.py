@@ -70,3 +70,29 @@ def post_all(
 def post_all_args(args: tuple[str, list[dict[str, Any]], int, float]) -> list[Reply]:
     """``post_all`` with one argument, for ``Pool.map``."""
     return post_all(*args)
+
+
+def with_solved_challenges(
+    challenge_url: str, bodies: list[dict[str, Any]], threads: int = 8
+) -> list[dict[str, Any]]:
+    """Each body with its own solved proof of work (ALTCHA's official solver), fetched and
+    solved before any request is timed."""
+    import altcha
+
+    def solved(body: dict[str, Any]) -> dict[str, Any]:
+        challenge = altcha.Challenge.from_dict(requests.get(challenge_url, timeout=30).json())
+        solution = altcha.solve_challenge(challenge)
+        assert solution is not None
+        return {**body, "altcha": altcha.Payload(challenge, solution).to_base64()}
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(solved, bodies))
+
+
+def solve_then_post_args(
+    args: tuple[str, str, list[dict[str, Any]], int, float],
+) -> list[Reply]:
+    """In a child process: solve a challenge for each body, then ``post_all`` them at
+    ``start_at``."""
+    url, challenge_url, bodies, threads, start_at = args
+    return post_all(url, with_solved_challenges(challenge_url, bodies), threads, start_at)
