@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +42,17 @@ def store_state(redis: Redis, statement: str = STATEMENT) -> StoreState:
     return StoreState(
         count=int(redis.get(key + "count") or 0),
         log_length=int(redis.xlen(key + "log")),
-        seen=int(redis.hlen(key + "seen")),
+        seen=len(seen_hmacs(redis, statement)),
         by_source={_text(k): int(v) for k, v in redis.hgetall(key + "by_source").items()},
     )
+
+
+def seen_hmacs(redis: Redis, statement: str = STATEMENT) -> list[str]:
+    """Every email HMAC dedup holds, as hex: the buckets' binary ones (16 bytes) and the
+    older hex ones."""
+    key = f"us:{{{statement}}}:seen"
+    found = [k.hex() for bucket in redis.scan_iter(key + ":*") for k in redis.hkeys(bucket)]
+    return found + [_text(k) for k in redis.hkeys(key)]
 
 
 def _text(value: bytes | str) -> str:
@@ -109,3 +118,30 @@ def altcha_for(base_url: str, statement: str = STATEMENT) -> str:
     response = requests.get(url, timeout=10)
     assert response.status_code == 200, response.text
     return solve(response.json())
+
+
+RECEIPT_SECRET = re.compile(r"[A-Za-z0-9_-]{22,}")
+
+
+def assert_counted(body: Any, count: int) -> dict[str, str]:
+    """A 201 body: counted, the new count, and a receipt (a secret of at least 128 random
+    bits, and the receipt page's link with the secret after ``#``). Returns the receipt."""
+    assert isinstance(body, dict), body
+    assert {k: body.get(k) for k in ("status", "count")} == {"status": "counted", "count": count}
+    assert set(body) == {"status", "count", "receipt"}, body
+    receipt: dict[str, str] = body["receipt"]
+    assert RECEIPT_SECRET.fullmatch(receipt["secret"]), receipt
+    assert receipt["url"].endswith(f"/receipt#{receipt['secret']}"), receipt
+    return receipt
+
+
+def legacy_endorse(redis: Redis, statement: str, email_hmac: str, name: str, **fields: str) -> str:
+    """An endorsement as releases before the transparency log stored it (the record entry
+    carried the HMAC, name and country; dedup was one hash of hex HMACs)."""
+    key = f"us:{{{statement}}}:"
+    values = {"h": email_hmac, "n": name, "c": "", "s": "direct", "p": "0", **fields}
+    entry_id = redis.xadd(key + "log", values)  # type: ignore[arg-type]
+    redis.hset(key + "seen", email_hmac, entry_id)
+    redis.incr(key + "count")
+    redis.hincrby(key + "by_source", values["s"], 1)
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

@@ -76,6 +76,7 @@ def base_config(redis_server: RedisServer, **overrides: Any) -> dict[str, Any]:
         "STATEMENT_LIMIT": "100000/minute",
         "FORM_LIMIT": "1000/minute",
         "CHALLENGE_LIMIT": "1000/minute",
+        "WITHDRAW_LIMIT": "1000/minute",
         "POW": False,  # tests that need the proof of work turn it on
         "ADMIN_TOKEN": ADMIN_TOKEN,
         # Generous, so tests that try many wrong credentials on purpose are not braked;
@@ -121,6 +122,7 @@ def gunicorn_env(redis_server: RedisServer, **overrides: str) -> dict[str, str]:
         "WIDGET_STATEMENT_LIMIT": "100000/minute",
         "WIDGET_FORM_LIMIT": "100000/minute",
         "WIDGET_CHALLENGE_LIMIT": "100000/minute",
+        "WIDGET_WITHDRAW_LIMIT": "100000/minute",
         "WIDGET_POW": "off",  # tests that need the proof of work turn it on
         "WIDGET_ADMIN_TOKEN": ADMIN_TOKEN,
     }

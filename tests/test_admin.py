@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from checks import seen_hmacs
 from conftest import ADMIN_TOKEN, ALLY, STATEMENT
 from flask import Flask
 from flask.testing import FlaskClient
@@ -343,7 +344,7 @@ def test_open_close_and_public_409(client: FlaskClient) -> None:
 def test_exports_have_rows_and_no_secrets(client: FlaskClient, redis_client: Redis) -> None:
     ids = seed(client)
     client.post(f"{ADMIN}/endorsements/{ids[1]}/strike", headers=BEARER)
-    hmacs = [v.decode() for v in redis_client.hkeys(f"us:{{{STATEMENT}}}:seen")]
+    hmacs = seen_hmacs(redis_client)
     assert len(hmacs) == 4 and all(len(h) >= 32 for h in hmacs)
     forbidden = [e.lower() for e in EMAILS] + hmacs + ["127.0.0.1"]
 

@@ -6,7 +6,16 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
-from checks import STATEMENT, assert_problem, cors_headers, endorsements_url, person, store_state
+from checks import (
+    STATEMENT,
+    assert_counted,
+    assert_problem,
+    cors_headers,
+    endorsements_url,
+    person,
+    seen_hmacs,
+    store_state,
+)
 from conftest import ALLY
 from flask import Flask
 from flask.testing import FlaskClient
@@ -97,7 +106,7 @@ def test_count_with_etag_and_cache_control(client: FlaskClient) -> None:
 def test_count_is_exact_right_after_a_write(client: FlaskClient) -> None:
     for n in range(1, 6):
         posted = client.post(URL, json=person(n)).get_json()
-        assert posted == {"status": "counted", "count": n}
+        assert_counted(posted, n)
         assert client.get(COUNT).get_json()["count"] == n
 
 
@@ -114,7 +123,7 @@ def test_healthz(client: FlaskClient) -> None:
 def test_endorse_counted_then_duplicate(client: FlaskClient, redis_client: Redis) -> None:
     first = client.post(URL, json=person(1, country="kz"))
     assert first.status_code == 201
-    assert first.get_json() == {"status": "counted", "count": 1}
+    assert_counted(first.get_json(), 1)
     assert first.headers["Cache-Control"] == "no-store"
     again = client.post(URL, json=person(1))
     assert again.status_code == 200
@@ -126,14 +135,15 @@ def test_endorsement_record(client: FlaskClient, redis_client: Redis) -> None:
     client.post(URL, json=person(1, name="  Ana Lopez ", country="KZ", public=True))
     rows: Any = redis_client.xrange("us:{dongelek-ystel}:log")
     ((_, fields),) = rows
-    assert set(fields) == {b"h", b"n", b"c", b"s", b"p"}
-    assert fields[b"n"] == b"Ana Lopez"
-    assert fields[b"c"] == b"KZ"
-    assert fields[b"s"] == b"direct"
-    assert fields[b"p"] == b"1"
-    assert len(fields[b"h"]) == 64  # the email's HMAC, hex
-    seen: Any = redis_client.hgetall("us:{dongelek-ystel}:seen")
-    assert list(seen) == [fields[b"h"]]
+    # The record entry: source, public flag, log index, and the id of its private record.
+    assert set(fields) == {b"s", b"p", b"i", b"r"}
+    assert (fields[b"s"], fields[b"p"], fields[b"i"]) == (b"direct", b"1", b"0")
+    # The private record, erasable on withdrawal: email HMAC (16 bytes), country, name.
+    (who,) = list(redis_client.scan_iter("us:{dongelek-ystel}:who:*"))
+    private: Any = redis_client.hget(who, fields[b"r"])
+    assert private[16:] == b"KZAna Lopez"
+    (hmac,) = seen_hmacs(redis_client)
+    assert bytes.fromhex(hmac) == private[:16]
     # Every key of the statement shares its hash tag (one Redis Cluster slot).
     # (The day's salt for client hashes is one key for every statement.)
     keys = [k.decode() for k in cast(list[bytes], redis_client.keys("us:*"))]

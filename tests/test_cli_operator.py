@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from checks import seen_hmacs
 from click.testing import CliRunner
 from conftest import ALLY, SECRET, STATEMENT
 from test_admin import session_cookie_value, sign_in
@@ -56,7 +57,7 @@ def test_export_csv_and_jsonl_hold_no_personal_secrets(run, endorsed, redis_clie
     records = [json.loads(line) for line in jsonl_path.read_text().splitlines()]
     assert [r["id"] for r in records] == [r["id"] for r in rows]
 
-    hmacs = [h.decode() for h in redis_client.hkeys(f"us:{{{STATEMENT}}}:seen")]
+    hmacs = seen_hmacs(redis_client)
     assert len(hmacs) == len(EMAILS)
     for text in (csv_path.read_text(), jsonl_path.read_text()):
         for secret in [*EMAILS, *(e.lower() for e in EMAILS), *hmacs, "127.0.0.1"]:

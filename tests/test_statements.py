@@ -252,4 +252,5 @@ def test_schedule_decides_open(
         assert response.mimetype == "application/problem+json"
         assert response.get_json()["status"] == 409
         assert redis_client.get("us:{extra}:count") is None
-        assert redis_client.exists("us:{extra}:log", "us:{extra}:seen") == 0
+        assert redis_client.exists("us:{extra}:log", "us:{extra}:tlog") == 0
+        assert list(redis_client.scan_iter("us:{extra}:seen*")) == []

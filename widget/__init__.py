@@ -16,7 +16,7 @@ __all__ = ["create_app"]
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the WSGI app; ``test_config`` overrides the environment."""
-    from . import admin, api, cli, db, embed, errors, fastcount, limits, live, metrics
+    from . import admin, api, cli, db, embed, errors, fastcount, limits, live, metrics, transparency
     from .config import load_config
     from .statements import load_registry
 
@@ -33,6 +33,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.health_bp)
     app.register_blueprint(embed.bp)
     live.init_app(app)
+    transparency.init_app(app)
     admin.init_app(app)
     metrics.init_app(app)
     limits.init_app(app)

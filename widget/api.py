@@ -6,7 +6,9 @@ a ``Problem`` (see ``errors``), so the response is problem+json and nothing is w
 
 from __future__ import annotations
 
+import secrets
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +26,14 @@ from .abuse import (
 from .db import get_store
 from .errors import Problem
 from .limits import get_allowlist, is_own_origin
-from .links import normalize_origin, statement_url
+from .links import absolute, normalize_origin, statement_url
 from .metrics import record_outcome
 from .openapi import openapi_document
 from .pow import PowError, ProofOfWork
 from .privacy import DailySalt, email_hmac
 from .statements import Statement, StatementRegistry
 from .store import Endorsement, EndorseResult, Guard, LogEntry, Tier
+from .tlog.entries import commitment, endorse_template, minute
 from .validation import EndorsementInput, validate_endorsement
 
 if TYPE_CHECKING:
@@ -193,9 +196,31 @@ def address_tiers(source: str) -> tuple[Tier, ...]:
     )
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """The store's answer, and the endorser's receipt secret when it was counted."""
+
+    result: EndorseResult
+    receipt: str | None
+
+    @property
+    def status(self) -> str:
+        return self.result.status
+
+    @property
+    def count(self) -> int:
+        return self.result.count
+
+
+def receipt_json(statement: Statement, secret: str) -> dict[str, str]:
+    """A counted endorsement's receipt: the secret, and the page that checks it (the
+    secret after ``#``, so it never reaches a server's log)."""
+    return {"secret": secret, "url": absolute(f"/s/{statement.id}/receipt#{secret}")}
+
+
 def record_endorsement(
     statement: Statement, data: EndorsementInput, altcha: Any = None, *, pow_required: bool
-) -> EndorseResult:
+) -> Recorded:
     """Store one validated endorsement; shared by the JSON API and the no-JS form.
 
     Refusals, in order: closed (409), an address this service does not take (422), a
@@ -223,15 +248,31 @@ def record_endorsement(
         pow_ttl=remember_for,
         legacy_hmac=email_hmac(secret, statement.id, email.legacy),
     )
+    receipt = secrets.token_urlsafe(24)  # 192 random bits; only its hash is kept
+    commit = commitment(receipt)
+    entry = endorse_template(
+        minute(datetime.now(UTC)),
+        country=(data.country or None) if data.public else None,
+        source=source,
+        name=public_first_name(data.name) if data.public else None,
+        text=statement.text(data.lang).sha256,
+        commit=commit,
+    )
     endorsement = Endorsement(
         email_hmac=email_hmac(secret, statement.id, email.address),
         name=data.name,
         country=data.country,
         source=source,
         public=data.public,
+        entry=entry,
+        commit=commit,
     )
     result = get_store().endorse(statement.id, endorsement, guard)
     record_outcome(result.status)
+    if result.status == "unready":
+        from .transparency import log_not_ready
+
+        raise log_not_ready()
     if result.status == "counted":
         get_hub().heard(statement.id, result.count)
     if result.status == "closed":
@@ -255,7 +296,7 @@ def record_endorsement(
         )
     if result.status == "replay":
         raise invalid({"altcha": "This proof-of-work solution was used already; solve a new one."})
-    return result
+    return Recorded(result, receipt if result.status == "counted" else None)
 
 
 def invalid(errors: dict[str, str]) -> Problem:
@@ -272,7 +313,12 @@ def honeypot_answer(statement: Statement) -> tuple[Response, int]:
     """What a form filler gets when it fills the field people never see: a success in
     every way that shows, and nothing recorded."""
     record_outcome("rejected", "honeypot")
-    response = jsonify({"status": "counted", "count": get_hub().count(statement.id)})
+    body = {
+        "status": "counted",
+        "count": get_hub().count(statement.id),
+        "receipt": receipt_json(statement, secrets.token_urlsafe(24)),  # a receipt of nothing
+    }
+    response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response, 201
 
@@ -288,10 +334,13 @@ def endorse(statement_id: str) -> tuple[Response, int]:
         raise invalid(data)
     altcha = body.get("altcha") if isinstance(body, dict) else None
     pow_required = current_app.config["POW"]
-    result = record_endorsement(statement, data, altcha, pow_required=pow_required)
-    response = jsonify({"status": result.status, "count": result.count})
+    recorded = record_endorsement(statement, data, altcha, pow_required=pow_required)
+    answer: dict[str, Any] = {"status": recorded.status, "count": recorded.count}
+    if recorded.receipt is not None:
+        answer["receipt"] = receipt_json(statement, recorded.receipt)
+    response = jsonify(answer)
     response.headers["Cache-Control"] = "no-store"
-    return response, 201 if result.status == "counted" else 200
+    return response, 201 if recorded.status == "counted" else 200
 
 
 @bp.get("/statements/<statement_id>/challenge")
@@ -308,9 +357,14 @@ def challenge(statement_id: str) -> Response:
 RECENT_LIMIT = 5
 
 
+def public_first_name(name: str) -> str | None:
+    """The part of a name shown to the public when its owner chose to be shown."""
+    return name.split()[0] if name.split() else None
+
+
 def public_endorser(entry: LogEntry) -> dict[str, Any]:
     """What a visitor may see of an endorser: a first name only if they chose to be shown."""
-    first_name = entry.name.split()[0] if entry.public and entry.name.split() else None
+    first_name = public_first_name(entry.name) if entry.public else None
     return {
         "name": first_name,
         "country": entry.country or None,

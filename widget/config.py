@@ -264,6 +264,20 @@ SETTINGS: tuple[Setting, ...] = (
         "less a tenth (at least 10) kept for ordinary requests. More get 503.",
     ),
     Setting(
+        "LOG_KEY",
+        "",
+        _to_str,
+        "The transparency log's Ed25519 signing key, as a base64 32-byte seed (`undersign "
+        "log-key --generate` makes one). Unset: the service makes one once and keeps it in "
+        "Redis, encrypted with a key derived from `WIDGET_SECRET_KEY`.",
+    ),
+    Setting(
+        "WITHDRAW_LIMIT",
+        "10/minute;50/day",
+        _to_limit,
+        "Withdrawal attempts one client may make (flask-limiter syntax).",
+    ),
+    Setting(
         "METRICS_PUBLIC",
         False,
         _to_bool,

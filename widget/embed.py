@@ -34,6 +34,7 @@ from .api import (
     get_registry,
     get_statement,
     public_endorser,
+    receipt_json,
     record_endorsement,
 )
 from .db import get_store
@@ -331,6 +332,7 @@ def endorse_form(statement_id: str) -> Response:
         "name": form.get("name", ""),
         "email": form.get("email", ""),
         "country": form.get("country", ""),
+        "lang": t.lang,
         "consent": form.get("consent") == "1",
         "public": form.get("public") == "1",
     }
@@ -380,10 +382,12 @@ def endorse_form(statement_id: str) -> Response:
         )
     except RedisError:
         return render_statement_page(statement, t, status=503, values=values, message=t("err_busy"))
-    return result_page(statement, t, result.status, result.count)
+    return result_page(statement, t, result.status, result.count, result.receipt)
 
 
-def result_page(statement: Statement, t: Catalog, status: str, count: int) -> Response:
+def result_page(
+    statement: Statement, t: Catalog, status: str, count: int, receipt: str | None = None
+) -> Response:
     """The no-JS form's answer: thanks, or "you had endorsed already"."""
     context = page_context(statement, t)
     context.update(count=count, count_text=t.number(count))
@@ -391,6 +395,7 @@ def result_page(statement: Statement, t: Catalog, status: str, count: int) -> Re
     html = render_template(
         "pages/result.html",
         duplicate=status == "duplicate",
+        receipt=receipt_json(statement, receipt) if receipt else None,
         back=url_for("embed.statement_page", statement_id=statement.id, lang=t.lang),
         **context,
     )

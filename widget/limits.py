@@ -113,6 +113,11 @@ def challenge_limit() -> str:
     return limit
 
 
+def withdraw_limit() -> str:
+    limit: str = current_app.config["WITHDRAW_LIMIT"]
+    return limit
+
+
 class EndorseLimiter(Limiter):
     """flask-limiter, without its before-request pass when that pass has nothing to check.
 
@@ -248,6 +253,7 @@ def init_app(app: Flask) -> None:
     for endpoint, limit, scope in (
         ("embed.endorse_form", form_limit, "form"),
         ("api.challenge", challenge_limit, "challenge"),
+        ("transparency.withdraw", withdraw_limit, "withdraw"),
     ):
         limited = limiter.shared_limit(limit, scope=scope, methods=["GET", "POST"])
         app.view_functions[endpoint] = limited(app.view_functions[endpoint])  # type: ignore[assignment]

@@ -19,6 +19,20 @@ ID_PARAM = {
 }
 
 
+def TEXT(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def INT_PARAM(name: str, description: str, required: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+
+
 def _json(schema_ref: str, description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -222,6 +236,163 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/log/key": {
+                "get": {
+                    "summary": "The transparency log's verifier key",
+                    "description": (
+                        "One line, `<name>+<hex key ID>+<base64(0x01 || Ed25519 public key)>` "
+                        "(the C2SP signed-note vkey form). Pin it: get it from the coalition, "
+                        "not only from the service."
+                    ),
+                    "responses": {"200": TEXT("The verifier key, one line")},
+                }
+            },
+            "/api/v1/statements/{statement_id}/checkpoint": {
+                "get": {
+                    "summary": "The log's latest signed checkpoint",
+                    "description": (
+                        "A C2SP signed note whose body is a C2SP tlog-checkpoint: the origin "
+                        "`<host>/undersign/<statement id>`, the tree size, the base64 RFC 6962 "
+                        "root hash; then the Ed25519 signature line."
+                    ),
+                    "parameters": [ID_PARAM],
+                    "responses": {
+                        "200": TEXT("The signed checkpoint"),
+                        "403": PROBLEM,
+                        "404": PROBLEM,
+                        "503": PROBLEM,
+                    },
+                }
+            },
+            "/api/v1/statements/{statement_id}/log": {
+                "get": {
+                    "summary": "Entries of the public log, one RFC 8785 canonical JSON a line",
+                    "description": (
+                        "Entries `start` to `start + limit - 1` of the sealed log (fewer at its "
+                        "end). Each line's bytes, without the newline, are the Merkle leaf. A "
+                        "full page never changes and is cached for a year."
+                    ),
+                    "parameters": [
+                        ID_PARAM,
+                        INT_PARAM("start", "The first entry's index (default 0)", False),
+                        INT_PARAM("limit", "How many entries, 1 to 1000 (default 1000)", False),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "JSON Lines",
+                            "content": {"application/jsonl": {"schema": {"type": "string"}}},
+                        },
+                        **{code: PROBLEM for code in ("400", "403", "404", "422", "503")},
+                    },
+                }
+            },
+            "/api/v1/statements/{statement_id}/proof/inclusion": {
+                "get": {
+                    "summary": "RFC 9162 inclusion proof of entry `index` in the tree of `size`",
+                    "parameters": [
+                        ID_PARAM,
+                        INT_PARAM("index", "The entry", True),
+                        INT_PARAM("size", "The tree size, at most the sealed size", True),
+                    ],
+                    "responses": {
+                        "200": _json("InclusionProof", "The proof"),
+                        **{code: PROBLEM for code in ("400", "403", "404", "422", "503")},
+                    },
+                }
+            },
+            "/api/v1/statements/{statement_id}/proof/consistency": {
+                "get": {
+                    "summary": "RFC 9162 consistency proof between two tree sizes",
+                    "parameters": [
+                        ID_PARAM,
+                        INT_PARAM("from", "The older size (at least 1)", True),
+                        INT_PARAM("to", "The newer size, at most the sealed size", True),
+                    ],
+                    "responses": {
+                        "200": _json("ConsistencyProof", "The proof"),
+                        **{code: PROBLEM for code in ("400", "403", "404", "422", "503")},
+                    },
+                }
+            },
+            "/api/v1/statements/{statement_id}/receipts/{commit}": {
+                "get": {
+                    "summary": "An endorsement by its receipt's commitment (sha256 of the secret)",
+                    "description": (
+                        "Once sealed (within seconds): its index, its status by the log's count "
+                        "rule, the checkpoint, and the inclusion proof at that checkpoint's size."
+                    ),
+                    "parameters": [
+                        ID_PARAM,
+                        {
+                            "name": "commit",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json("Receipt", "The endorsement in the log"),
+                        **{code: PROBLEM for code in ("403", "404", "503")},
+                    },
+                }
+            },
+            "/api/v1/statements/{statement_id}/texts/{digest}": {
+                "get": {
+                    "summary": "A statement text version (Markdown), by its SHA-256",
+                    "parameters": [
+                        ID_PARAM,
+                        {
+                            "name": "digest",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The text exactly as endorsed",
+                            "content": {"text/markdown": {"schema": {"type": "string"}}},
+                        },
+                        **{code: PROBLEM for code in ("403", "404", "503")},
+                    },
+                }
+            },
+            "/api/v1/statements/{statement_id}/withdrawals": {
+                "post": {
+                    "summary": "Withdraw an endorsement with its receipt's secret",
+                    "description": (
+                        "Takes the endorsement out of the count, adds a withdraw entry to the "
+                        "log, and erases its stored name, country and email HMAC (so the same "
+                        "person may endorse again). The same call again changes nothing."
+                    ),
+                    "parameters": [ID_PARAM],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["secret"],
+                                    "properties": {
+                                        "secret": {
+                                            "type": "string",
+                                            "minLength": 16,
+                                            "maxLength": 200,
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json("Withdrawal", "Withdrawn"),
+                        **{
+                            code: PROBLEM
+                            for code in ("400", "403", "404", "413", "415", "422", "429", "503")
+                        },
+                    },
+                }
+            },
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -326,6 +497,13 @@ def openapi_document() -> dict[str, Any]:
                             "type": "string",
                             "description": "Allied page origin, sent by the widget iframe",
                         },
+                        "lang": {
+                            "type": "string",
+                            "description": (
+                                "The language of the statement text shown (the log records "
+                                "that version); default the original"
+                            ),
+                        },
                         "altcha": {
                             "type": "string",
                             "description": (
@@ -369,6 +547,58 @@ def openapi_document() -> dict[str, Any]:
                     "required": ["status", "count"],
                     "properties": {
                         "status": {"enum": ["counted", "duplicate"]},
+                        "count": {"type": "integer"},
+                        "receipt": {
+                            "type": "object",
+                            "description": "With a counted endorsement only",
+                            "required": ["secret", "url"],
+                            "properties": {
+                                "secret": {"type": "string"},
+                                "url": {"type": "string", "format": "uri"},
+                            },
+                        },
+                    },
+                },
+                "InclusionProof": {
+                    "type": "object",
+                    "required": ["index", "size", "hashes"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "size": {"type": "integer"},
+                        "hashes": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "ConsistencyProof": {
+                    "type": "object",
+                    "required": ["from", "to", "hashes"],
+                    "properties": {
+                        "from": {"type": "integer"},
+                        "to": {"type": "integer"},
+                        "hashes": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "Receipt": {
+                    "type": "object",
+                    "required": ["index", "status", "checkpoint", "inclusion"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "status": {"enum": ["counted", "struck", "withdrawn"]},
+                        "checkpoint": {"type": "string"},
+                        "inclusion": {
+                            "type": "object",
+                            "required": ["size", "hashes"],
+                            "properties": {
+                                "size": {"type": "integer"},
+                                "hashes": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                    },
+                },
+                "Withdrawal": {
+                    "type": "object",
+                    "required": ["status", "count"],
+                    "properties": {
+                        "status": {"const": "withdrawn"},
                         "count": {"type": "integer"},
                     },
                 },

@@ -22,6 +22,7 @@ so a statement file can never put script into a page. Any problem is a
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
@@ -60,13 +61,20 @@ class StatementError(ValueError):
 
 @dataclass(frozen=True)
 class StatementText:
-    """One language's words for a statement."""
+    """One language's words for a statement. ``markdown`` is the body as loaded, and
+    ``sha256`` the hex SHA-256 of its UTF-8 bytes: the version an endorser was shown, as
+    the transparency log records it."""
 
     lang: str
     title: str
     excerpt: str
     html: str
     paragraphs: tuple[str, ...]
+    markdown: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.markdown.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -268,6 +276,7 @@ def _build_text(
         excerpt=excerpt.strip(),
         html=html,
         paragraphs=paragraphs,
+        markdown=body,
     )
 
 

@@ -34,8 +34,10 @@ No raw email or IP address is ever passed to this module.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import secrets
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -44,36 +46,102 @@ from typing import Any, Literal
 from redis import Redis
 from redis.cluster import RedisCluster
 
+from .tlog.entries import (
+    Template,
+    commitment,
+    endorse_template,
+    moderation_template,
+    sha256_hex,
+)
+from .tlog.tree import HASH_SIZE, Span
+
 RedisClient = Redis | RedisCluster
-EndorseStatus = Literal["counted", "duplicate", "closed", "replay", "limited"]
+EndorseStatus = Literal["counted", "duplicate", "closed", "replay", "limited", "unready"]
 TIMELINE_BUCKETS: Mapping[str, int] = {"m": 60, "h": 3600, "d": 86400}
 ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
+# Pieces of Lua shared by the scripts below (each script is one atomic step; Redis runs
+# no script inside another, so the shared parts are put together here).
+#
+# Appending to the transparency log: the next index is the list's length, the line is its
+# template filled in with it (and with the target's index, for moderation entries), so
+# the order of the log is the order in which these scripts ran, whatever the number of
+# workers and app instances.
+_TLOG = """
+local function append(tlog, a, b, c, target)
+  local i = redis.call('LLEN', tlog)
+  if target then
+    redis.call('RPUSH', tlog, a .. i .. b .. target .. c)
+  else
+    redis.call('RPUSH', tlog, a .. i .. b)
+  end
+  return i
+end
+"""
+
+# Moving one logged endorsement in or out of the count, every breakdown and the timeline
+# buckets of its time.
+_MOVE = """
+local function move(f, id, delta, count_key, by_source, by_country, tl_m, tl_h, tl_d)
+  local function bump(key, field)
+    if redis.call('HINCRBY', key, field, delta) <= 0 then redis.call('HDEL', key, field) end
+  end
+  bump(by_source, f['s'] or 'direct')
+  if f['c'] and f['c'] ~= '' then bump(by_country, f['c']) end
+  local sec = math.floor(tonumber(string.match(id, '^(%d+)-')) / 1000)
+  bump(tl_m, tostring(sec - sec % 60))
+  bump(tl_h, tostring(sec - sec % 3600))
+  bump(tl_d, tostring(sec - sec % 86400))
+  return redis.call('INCRBY', count_key, delta)
+end
+-- An entry's fields; its country comes from its private record (older entries carry
+-- it themselves).
+local function fields_of(row, who)
+  local f = {}
+  for k = 1, #row[2], 2 do f[row[2][k]] = row[2][k + 1] end
+  if f['r'] and who then
+    local private = redis.call('HGET', who, f['r'])
+    if private then f['c'] = string.gsub(string.sub(private, 17, 18), ' ', '') end
+  end
+  return f
+end
+"""
+
 # One atomic step for an endorsement:
-#   refuse when closed; refuse a proof-of-work solution used before (unless this is the
-#   same person again: a retry after a lost answer is a duplicate, not an error); check
-#   every rate-limit tier without consuming any; mark the solution used; dedup on the
-#   email HMAC (and the HMAC of the address as normalised before the current rule); append
-#   to the log under an id that carries only the minute; bump the count, breakdowns and
+#   refuse when closed, or while the statement's log is being prepared; refuse a
+#   proof-of-work solution used before (unless this is the same person again: a retry
+#   after a lost answer is a duplicate, not an error); check every rate-limit tier without
+#   consuming any; mark the solution used; dedup on the email HMAC (and the HMAC of the
+#   address as normalised before the current rule); append to the record under an id that
+#   carries only the minute, and to the transparency log; bump the count, breakdowns and
 #   timelines; consume every tier; publish the new count.
 # Rate-limit tiers use sliding-window counters on clock-aligned windows: a window's
 # counter and the one before it, weighted by how much of the window has passed. They hold
 # counts only, never the time of a request.
-ENDORSE_LUA = """
+ENDORSE_LUA = (
+    _TLOG
+    + """
 local count_key, seen, log = KEYS[1], KEYS[2], KEYS[3]
 local by_source, by_country = KEYS[4], KEYS[5]
 local tl_m, tl_h, tl_d, state, pow_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local hmac, legacy, name, country = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local source, public, channel = ARGV[5], ARGV[6], ARGV[7]
-local pow_ttl, now_ms, n_windows = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local tlog, commits, who, legacy_seen = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local hmac, legacy, record, private = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local country, source, public, channel = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local pow_ttl, now_ms, minute_ms = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local head, tail, commit = ARGV[12], ARGV[13], ARGV[14]
+local n_windows = tonumber(ARGV[15])
 local current = tonumber(redis.call('GET', count_key) or '0')
-if redis.call('HGET', state, 'closed') == '1' then
-  return {'closed', current, '', 0}
+local states = redis.call('HMGET', state, 'closed', 'tlog')
+if states[1] == '1' then return {'closed', current, '', 0} end
+if states[2] ~= 'ready' then
+  -- Only a record made before the log needs preparing; an empty one opens at once.
+  if redis.call('XLEN', log) > 0 then return {'unready', current, '', 0} end
+  redis.call('HSET', state, 'tlog', 'ready')
 end
 local function prior()
-  local id = redis.call('HGET', seen, hmac)
-  if not id and legacy ~= '' then id = redis.call('HGET', seen, legacy) end
-  return id
+  if redis.call('HEXISTS', seen, hmac) == 1 then return 'known' end
+  if legacy ~= '' then return redis.call('HGET', legacy_seen, legacy) end
+  return nil
 end
 if pow_ttl > 0 and redis.call('EXISTS', pow_key) == 1 then
   local id = prior()
@@ -82,10 +150,10 @@ if pow_ttl > 0 and redis.call('EXISTS', pow_key) == 1 then
 end
 local windows = {}
 for w = 0, n_windows - 1 do
-  local a = 11 + w * 4
+  local a = 16 + w * 4
   local amount, span = tonumber(ARGV[a]), tonumber(ARGV[a + 1]) * 1000
   local index = math.floor(now_ms / span)
-  local cur, prev = KEYS[11 + w * 2], KEYS[12 + w * 2]
+  local cur, prev = KEYS[15 + w * 2], KEYS[16 + w * 2]
   local c = tonumber(redis.call('GET', cur) or '0')
   local p = tonumber(redis.call('GET', prev) or '0')
   local elapsed = now_ms - index * span
@@ -116,17 +184,18 @@ if id then
   consume(false)
   return {'duplicate', current, id, 0}
 end
-local t = tonumber(redis.call('TIME')[1])
-local minute_ms = (t - t % 60) * 1000
 local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
 local entry = minute_ms .. '-0'
 if #newest > 0 then
   local ms, seq = string.match(newest[1][1], '^(%d+)-(%d+)$')
   if tonumber(ms) >= minute_ms then entry = ms .. '-' .. (tonumber(seq) + 1) end
 end
-id = redis.call('XADD', log, entry,
-  'h', hmac, 'n', name, 'c', country, 's', source, 'p', public)
-redis.call('HSET', seen, hmac, id)
+local i = redis.call('LLEN', tlog)
+id = redis.call('XADD', log, entry, 's', source, 'p', public, 'i', i, 'r', record)
+append(tlog, head, tail)
+redis.call('HSET', commits, commit, i .. ' ' .. id)
+redis.call('HSET', seen, hmac, '1')
+redis.call('HSET', who, record, private)
 local count = redis.call('INCR', count_key)
 redis.call('HINCRBY', by_source, source, 1)
 if country ~= '' then redis.call('HINCRBY', by_country, country, 1) end
@@ -138,15 +207,23 @@ consume(true)
 redis.call('PUBLISH', channel, count)
 return {'counted', count, id, 0}
 """
+)
 
 
 # Strike or un-strike one logged endorsement atomically: the count, every breakdown and
-# the timeline buckets of its time follow; the new count is published. Idempotent.
-MODERATE_LUA = """
+# the timeline buckets of its time follow, the transparency log gets the entry, and the
+# new count is published. Idempotent: striking a struck one changes nothing.
+MODERATE_LUA = (
+    _TLOG
+    + _MOVE
+    + """
 local count_key, log, by_source, by_country = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local tl_m, tl_h, tl_d, struck = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local tlog, legacy_i, who, state = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local id, mode, record, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local head, middle, tail = ARGV[5], ARGV[6], ARGV[7]
 local current = tonumber(redis.call('GET', count_key) or '0')
+if redis.call('HGET', state, 'tlog') ~= 'ready' then return {'unready', current} end
 local rows = redis.call('XRANGE', log, id, id)
 if #rows == 0 then return {'missing', current} end
 local is_struck = redis.call('HEXISTS', struck, id) == 1
@@ -160,21 +237,102 @@ else
   redis.call('HDEL', struck, id)
   delta = 1
 end
-local fields = rows[1][2]
-local f = {}
-for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
-local count = redis.call('INCRBY', count_key, delta)
-local function bump(key, field)
-  if redis.call('HINCRBY', key, field, delta) <= 0 then redis.call('HDEL', key, field) end
-end
-bump(by_source, f['s'] or 'direct')
-if f['c'] and f['c'] ~= '' then bump(by_country, f['c']) end
-local sec = math.floor(tonumber(string.match(id, '^(%d+)-')) / 1000)
-bump(tl_m, tostring(sec - sec % 60))
-bump(tl_h, tostring(sec - sec % 3600))
-bump(tl_d, tostring(sec - sec % 86400))
+local f = fields_of(rows[1], who)
+local target = f['i'] or redis.call('HGET', legacy_i, id)
+append(tlog, head, middle, tail, target)
+local count = move(f, id, delta, count_key, by_source, by_country, tl_m, tl_h, tl_d)
 redis.call('PUBLISH', channel, count)
 return {'changed', count}
+"""
+)
+
+
+# An endorser takes back their endorsement: out of the count (unless struck already) and
+# the breakdowns, a withdraw entry in the transparency log, and the private record (name,
+# country, email HMAC) erased, so the same person may endorse again. The public log
+# entry stays. Idempotent.
+WITHDRAW_LUA = (
+    _TLOG
+    + _MOVE
+    + """
+local count_key, log, by_source, by_country = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local tl_m, tl_h, tl_d, struck = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local tlog, legacy_i, who, seen = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local state = KEYS[13]
+local id, channel, head, middle, tail = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local current = tonumber(redis.call('GET', count_key) or '0')
+if redis.call('HGET', state, 'tlog') ~= 'ready' then return {'unready', current} end
+local rows = redis.call('XRANGE', log, id, id)
+if #rows == 0 then return {'same', current} end
+local f = fields_of(rows[1], who)
+local target = f['i'] or redis.call('HGET', legacy_i, id)
+local count = current
+if redis.call('HDEL', struck, id) == 0 then
+  count = move(f, id, -1, count_key, by_source, by_country, tl_m, tl_h, tl_d)
+end
+if f['r'] then
+  local private = redis.call('HGET', who, f['r'])
+  if private then redis.call('HDEL', seen, string.sub(private, 1, 16)) end
+  redis.call('HDEL', who, f['r'])
+end
+redis.call('XDEL', log, id)
+redis.call('HDEL', legacy_i, id)
+append(tlog, head, middle, tail, target)
+redis.call('PUBLISH', channel, count)
+return {'withdrawn', count}
+"""
+)
+
+
+# The transparency log's preparation on upgrade: the endorsements and strikes made before
+# it, as lines in their original order (several calls, under the sealing lease, while
+# every writer refuses with 'unready'); the last call marks the log ready.
+PREPARE_LUA = """
+local tlog, legacy_i, state = KEYS[1], KEYS[2], KEYS[3]
+local expected, last = tonumber(ARGV[1]), ARGV[2] == '1'
+if redis.call('HGET', state, 'tlog') == 'ready' then return -1 end
+if redis.call('LLEN', tlog) ~= expected then return -2 end
+for k = 3, #ARGV, 2 do
+  local i = redis.call('LLEN', tlog)
+  redis.call('RPUSH', tlog, ARGV[k])
+  if ARGV[k + 1] ~= '' then redis.call('HSET', legacy_i, ARGV[k + 1], i) end
+end
+if last then redis.call('HSET', state, 'tlog', 'ready') end
+return redis.call('LLEN', tlog)
+"""
+
+# Sealing: append the new stored tree hashes, bring each endorsement's status and the
+# count up to the new size (the log's count rule: 0 none, 1 counted, 2 struck, 3 withdrawn,
+# two bits per entry), and publish the new signed checkpoint; only if nobody sealed
+# meanwhile (every stored level's length is checked before anything is written).
+SEAL_LUA = """
+local head, status = KEYS[1], KEYS[2]
+local old, new, note, n_levels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+if tonumber(redis.call('HGET', head, 'size') or '0') ~= old then return 0 end
+for k = 1, n_levels do
+  if redis.call('STRLEN', KEYS[2 + k]) ~= tonumber(ARGV[4 + k]) then return 0 end
+end
+for k = 1, n_levels do redis.call('APPEND', KEYS[2 + k], ARGV[4 + n_levels + k]) end
+local count = tonumber(redis.call('HGET', head, 'count') or '0')
+local function get(i) return redis.call('BITFIELD', status, 'GET', 'u2', '#' .. i)[1] end
+local function set(i, v) redis.call('BITFIELD', status, 'SET', 'u2', '#' .. i, v) end
+for k = 5 + 2 * n_levels, #ARGV, 2 do
+  local kind, n = ARGV[k], tonumber(ARGV[k + 1])
+  if kind == 'e' then
+    set(n, 1)
+    count = count + 1
+  else
+    local was = get(n)
+    if kind == 's' and was == 1 then set(n, 2); count = count - 1
+    elseif kind == 'u' and was == 2 then set(n, 1); count = count + 1
+    elseif kind == 'w' and was ~= 3 then
+      if was == 1 then count = count - 1 end
+      set(n, 3)
+    end
+  end
+end
+redis.call('HSET', head, 'size', new, 'note', note, 'count', count)
+return 1
 """
 
 
@@ -208,13 +366,19 @@ return 1
 
 @dataclass(frozen=True)
 class Endorsement:
-    """What one person gives: already validated, email already reduced to its HMAC."""
+    """What one person gives: already validated, email already reduced to its HMAC (hex).
+
+    ``entry`` is its line in the public transparency log, as a template the store fills
+    in with the index it gets, and ``commit`` that line's receipt commitment; without
+    them the store makes a line that shows nothing (for tools and tests)."""
 
     email_hmac: str
     name: str
     country: str = ""
     source: str = "direct"
     public: bool = False
+    entry: Template | None = None
+    commit: str = ""
 
 
 @dataclass(frozen=True)
@@ -259,6 +423,21 @@ class EndorseResult:
     retry_after: int = 0
 
 
+class LogNotReady(RuntimeError):
+    """The statement's transparency log is still being prepared (an upgrade seals the
+    endorsements made before it first); nothing was written. Try again in a moment."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A receipt's endorsement: its index in the transparency log, its record id, and
+    ``counted``, ``struck`` or ``withdrawn``."""
+
+    index: int
+    entry_id: str
+    status: str
+
+
 @dataclass(frozen=True)
 class LogEntry:
     """One endorsement as the record holds it, without its HMAC."""
@@ -270,6 +449,7 @@ class LogEntry:
     source: str
     public: bool
     struck: Mapping[str, Any] | None = None
+    index: int | None = None  # in the transparency log (older entries: see legacy_i)
 
 
 class Store:
@@ -358,12 +538,157 @@ class Store:
                 rows = self.redis.xrevrange(log_key, max=cursor, min="-", count=batch) or []
             else:
                 rows = self.redis.xrange(log_key, min=cursor, max="+", count=batch) or []
-            for entry_id, fields in rows:
-                yield _entry(entry_id, fields or {})
+            yield from self._entries(statement_id, rows)
             if len(rows) < batch:
                 return
             last = _text(rows[-1][0])
             cursor = "(" + last
+
+    def _entries(self, statement_id: str, rows: list[tuple[Any, Any]]) -> list[LogEntry]:
+        """Record rows with their private parts (name, country) read in one round trip."""
+        records = [dict(fields or {}).get(b"r") for _, fields in rows]
+        private: list[Any] = [None] * len(rows)
+        wanted = [(n, r) for n, r in enumerate(records) if r]
+        if wanted:
+            pipe = self.redis.pipeline(transaction=False)
+            for _, r in wanted:
+                pipe.hget(self._who_key(statement_id, r), r)
+            for (n, _), value in zip(wanted, pipe.execute(), strict=True):
+                private[n] = value
+        return [
+            _entry(entry_id, fields or {}, found)
+            for (entry_id, fields), found in zip(rows, private, strict=True)
+        ]
+
+    # -- the transparency log (see widget/tlog) ---------------------------------------
+    def log_ready(self, statement_id: str) -> bool:
+        return self.redis.hget(self.key(statement_id, "state"), "tlog") in (b"ready", "ready")
+
+    def prepare_log(
+        self, statement_id: str, expected: int, lines: list[tuple[bytes, str]], last: bool
+    ) -> int:
+        """Append ``(line, record id or "")`` pairs to a log that holds ``expected`` lines and
+        is not ready yet; ``last`` makes it ready. The new length, -1 if it was ready, -2 if
+        it did not hold ``expected`` lines."""
+        keys = [self.key(statement_id, n) for n in ("tlog", "legacy_i", "state")]
+        args: list[Any] = [expected, "1" if last else "0"]
+        for line, entry_id in lines:
+            args += [line, entry_id]
+        return int(self._script("prepare", PREPARE_LUA)(keys=keys, args=args))
+
+    def log_size(self, statement_id: str) -> int:
+        return int(self.redis.llen(self.key(statement_id, "tlog")))
+
+    def log_lines(self, statement_id: str, start: int, stop: int) -> list[bytes]:
+        """Lines ``start`` to ``stop - 1`` (fewer at the end of the log)."""
+        if stop <= start:
+            return []
+        lines: Any = self.redis.lrange(self.key(statement_id, "tlog"), start, stop - 1)
+        return [bytes(line) for line in lines]
+
+    def log_head(self, statement_id: str) -> tuple[int, str | None]:
+        """The sealed size and its signed checkpoint (None before the first seal)."""
+        size, note = self.redis.hmget(self.key(statement_id, "tlog:head"), "size", "note")
+        return int(size or 0), (_text(note) if note is not None else None)
+
+    def tree_spans(self, statement_id: str, spans: Iterable[Span]) -> list[bytes]:
+        """The stored hashes of each span (one round trip): 32 bytes each, in order."""
+        pipe = self.redis.pipeline(transaction=False)
+        for span in spans:
+            start = span.start * HASH_SIZE
+            pipe.getrange(
+                self._level_key(statement_id, span.level),
+                start,
+                start + span.length * HASH_SIZE - 1,
+            )
+        return [bytes(blob) for blob in pipe.execute()]
+
+    def seal(
+        self,
+        statement_id: str,
+        old_size: int,
+        new_size: int,
+        appends: Mapping[int, bytes],
+        note: str,
+        changes: Iterable[tuple[str, int]],
+    ) -> bool:
+        """Store what a seal adds: the tree hashes (level -> hashes to append), each new
+        entry's effect on the count (``("e", i)`` an endorsement, ``("s"|"u"|"w", target)``
+        a strike, unstrike or withdrawal) and the checkpoint; unless the tree moved since
+        ``old_size``. True when this call sealed."""
+        levels = sorted(appends)
+        keys = [self.key(statement_id, "tlog:head"), self.key(statement_id, "tlog:status")]
+        keys += [self._level_key(statement_id, level) for level in levels]
+        args: list[Any] = [old_size, new_size, note, len(levels)]
+        args += [(old_size >> level) * HASH_SIZE for level in levels]
+        args += [appends[level] for level in levels]
+        for kind, index in changes:
+            args += [kind, index]
+        return bool(self._script("seal", SEAL_LUA)(keys=keys, args=args))
+
+    def sealed_count(self, statement_id: str) -> int:
+        """The count by the log's rule at the sealed size."""
+        return int(self.redis.hget(self.key(statement_id, "tlog:head"), "count") or 0)
+
+    def sealed_status(self, statement_id: str, index: int) -> str:
+        """An endorse entry's status by the log's rule at the sealed size."""
+        # Two bits per entry, entry i at bit 2i (BITFIELD's "#i" offsets).
+        raw: Any = self.redis.getrange(
+            self.key(statement_id, "tlog:status"), index // 4, index // 4
+        )
+        value = (bytes(raw)[0] >> (6 - 2 * (index % 4))) & 3 if raw else 0
+        return {1: "counted", 2: "struck", 3: "withdrawn"}.get(int(value), "unknown")
+
+    def _level_key(self, statement_id: str, level: int) -> str:
+        return self.key(statement_id, f"tree:{level}")
+
+    def lease(self, statement_id: str, name: str, token: str, seconds: float) -> bool:
+        """Take (or keep, with the same token) a short lease, so that one process at a time
+        does ``name`` for this statement."""
+        key = self.key(statement_id, f"lease:{name}")
+        taken = self.redis.set(key, token, nx=True, px=int(seconds * 1000))
+        if taken:
+            return True
+        if _text(self.redis.get(key) or b"") == token:
+            self.redis.pexpire(key, int(seconds * 1000))
+            return True
+        return False
+
+    def log_key(self, offered: bytes) -> bytes:
+        """The service's log key as kept (encrypted by the caller): ``offered`` unless one
+        is kept already."""
+        key = f"{self.prefix}:logkey"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(key, offered, nx=True)
+        pipe.get(key)
+        kept: Any = pipe.execute()[1]
+        return bytes(kept)
+
+    def keep_texts(self, statement_id: str, texts: Mapping[str, str]) -> None:
+        """Keep each text version (SHA-256 hex -> Markdown) for good."""
+        if texts:
+            pipe = self.redis.pipeline(transaction=False)
+            for digest, markdown in texts.items():
+                pipe.hsetnx(self.key(statement_id, "texts"), digest, markdown)
+            pipe.execute()
+
+    def text_version(self, statement_id: str, digest: str) -> str | None:
+        found = self.redis.hget(self.key(statement_id, "texts"), digest)
+        return _text(found) if found is not None else None
+
+    def legacy_entries(self, statement_id: str) -> tuple[list[LogEntry], dict[str, Any]]:
+        """The record's entries made before the transparency log (they have no index),
+        and every strike record (entry id -> {by, at, reason})."""
+        entries = [
+            e
+            for e in self._scan_log(statement_id, newest_first=False, batch=1000)
+            if e.index is None
+        ]
+        struck = {
+            _text(k): json.loads(v)
+            for k, v in self.redis.hgetall(self.key(statement_id, "struck")).items()
+        }
+        return entries, struck
 
     # -- live-count streams per client ----------------------------------------------
     def open_stream(self, client: str, process: str, cap: int, alive_for: int) -> bool:
@@ -404,36 +729,56 @@ class Store:
         self, statement_id: str, endorsement: Endorsement, guard: Guard = Guard()
     ) -> EndorseResult:
         """Record one endorsement in one atomic step (see ``ENDORSE_LUA``)."""
+        hmac = _hmac_bytes(endorsement.email_hmac)
+        record = secrets.token_bytes(8)  # links the entry to its private, erasable record
+        entry, commit = endorsement.entry, endorsement.commit
+        if entry is None:
+            commit = commitment(secrets.token_urlsafe(24))
+            entry = endorse_template(
+                _minute(time.time()),
+                country=None,
+                source=endorsement.source,
+                name=None,
+                text=sha256_hex(b""),
+                commit=commit,
+            )
+        head, tail = entry.pieces
         keys = [
             self.key(statement_id, name)
-            for name in (
-                "count",
-                "seen",
-                "log",
-                "by_source",
-                "by_country",
-                "tl:m",
-                "tl:h",
-                "tl:d",
-                "state",
-            )
+            for name in ("count", "", "log", "by_source", "by_country", "tl:m", "tl:h", "tl:d")
         ]
-        keys.append(self.key(statement_id, f"pow:{guard.pow_nonce}"))
-        args: list[str | int] = [
-            endorsement.email_hmac,
-            guard.legacy_hmac if guard.legacy_hmac != endorsement.email_hmac else "",
-            endorsement.name,
+        keys[1] = self._seen_key(statement_id, hmac)
+        keys += [
+            self.key(statement_id, "state"),
+            self.key(statement_id, f"pow:{guard.pow_nonce}"),
+            self.key(statement_id, "tlog"),
+            self._commit_key(statement_id, commit),
+            self._who_key(statement_id, record),
+            self.key(statement_id, "seen"),
+        ]
+        legacy = guard.legacy_hmac
+        now = time.time()
+        now_ms = int(now * 1000)
+        args: list[str | int | bytes] = [
+            hmac,
+            legacy if legacy and legacy != endorsement.email_hmac else "",
+            record,
+            _private(hmac, endorsement.country, endorsement.name),
             endorsement.country,
             endorsement.source,
             "1" if endorsement.public else "0",
             self.channel(statement_id),
             guard.pow_ttl if guard.pow_nonce else 0,
+            now_ms,
+            int(now // 60) * 60_000,
+            head,
+            tail,
+            _commit_field(commit),
         ]
         windows = [(tier, window) for tier in guard.tiers for window in tier.windows]
         # Windows follow this host's clock, which names their keys (Redis Cluster wants
         # every key named up front); hosts a little apart only shift a boundary a little.
-        now_ms = int(time.time() * 1000)
-        args += [now_ms, len(windows)]
+        args.append(len(windows))
         for tier, window in windows:
             index = now_ms // (window.seconds * 1000)
             base = f"rl:{tier.name}:{tier.subject}:{window.seconds}"
@@ -445,10 +790,21 @@ class Store:
         return EndorseResult(
             status=status,  # type: ignore[arg-type]
             count=int(count),
-            entry_id=_text(detail) if status in ("counted", "duplicate") else "",
+            entry_id=_text(detail) if status == "counted" else "",
             tier=_text(detail) if status == "limited" else "",
             retry_after=int(retry_after),
         )
+
+    # Where an endorsement's pieces live. The buckets keep each hash small, which Redis
+    # stores compactly (a listpack), and a key name is known before the script runs.
+    def _seen_key(self, statement_id: str, hmac: bytes) -> str:
+        return self.key(statement_id, f"seen:{_bucket(hmac)}")
+
+    def _who_key(self, statement_id: str, record: bytes) -> str:
+        return self.key(statement_id, f"who:{_bucket(record)}")
+
+    def _commit_key(self, statement_id: str, commit: str) -> str:
+        return self.key(statement_id, f"rc:{_bucket(bytes.fromhex(commit))}")
 
     def set_closed(self, statement_id: str, closed: bool, by: str = "operator") -> None:
         state = self.key(statement_id, "state")
@@ -461,7 +817,7 @@ class Store:
 
     # -- moderation and operator views (operator console) ------------------------------
     def _moderate(
-        self, statement_id: str, entry_id: str, mode: str, record: str
+        self, statement_id: str, entry_id: str, mode: str, record: str, template: Template
     ) -> tuple[bool, int]:
         if not ENTRY_ID.fullmatch(entry_id):
             raise KeyError(entry_id)
@@ -476,25 +832,89 @@ class Store:
                 "tl:h",
                 "tl:d",
                 "struck",
+                "tlog",
+                "legacy_i",
             )
         ]
-        args = [entry_id, mode, record, self.channel(statement_id)]
+        keys.append(self._who_key(statement_id, self._record_of(statement_id, entry_id)))
+        keys.append(self.key(statement_id, "state"))
+        args = [entry_id, mode, record, self.channel(statement_id), *template.pieces]
         status, count = self._script("moderate", MODERATE_LUA)(keys=keys, args=args)
         if _text(status) == "missing":
             raise KeyError(entry_id)
+        if _text(status) == "unready":
+            raise LogNotReady(statement_id)
         return _text(status) == "changed", int(count)
+
+    def _record_of(self, statement_id: str, entry_id: str) -> bytes:
+        """The id of an entry's private record, read before a script that touches the
+        record (a script must name every key up front; it checks the entry again)."""
+        rows: Any = self.redis.xrange(self.key(statement_id, "log"), entry_id, entry_id)
+        record = dict(rows[0][1]).get(b"r") if rows else None
+        return record if isinstance(record, bytes) else b""
 
     def strike(
         self, statement_id: str, entry_id: str, by: str, reason: str = ""
     ) -> tuple[bool, int]:
-        """Take an endorsement out of the count and every breakdown; it stays in the log,
-        marked struck with who/when/why. Idempotent; ``KeyError`` for an unknown entry."""
-        record = json.dumps({"by": by, "at": int(time.time()), "reason": reason})
-        return self._moderate(statement_id, entry_id, "strike", record)
+        """Take an endorsement out of the count and every breakdown; it stays in the
+        record, marked struck with who/when/why, and the transparency log says so.
+        Idempotent; ``KeyError`` for an unknown entry."""
+        now = time.time()
+        record = json.dumps({"by": by, "at": int(now), "reason": reason})
+        template = moderation_template("strike", _minute(now), reason=reason)
+        return self._moderate(statement_id, entry_id, "strike", record, template)
 
     def unstrike(self, statement_id: str, entry_id: str) -> tuple[bool, int]:
         """Put a struck endorsement back into the count and breakdowns. Idempotent."""
-        return self._moderate(statement_id, entry_id, "unstrike", "")
+        template = moderation_template("unstrike", _minute(time.time()))
+        return self._moderate(statement_id, entry_id, "unstrike", "", template)
+
+    # -- receipts and withdrawal --------------------------------------------------------
+    def receipt(self, statement_id: str, commit: str) -> Receipt | None:
+        """Where the endorsement with this receipt commitment is, and how it stands."""
+        raw = self.redis.hget(self._commit_key(statement_id, commit), _commit_field(commit))
+        if raw is None:
+            return None
+        index, entry_id = _text(raw).split(" ", 1)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xrange(self.key(statement_id, "log"), entry_id, entry_id)
+        pipe.hexists(self.key(statement_id, "struck"), entry_id)
+        rows, struck = pipe.execute()
+        status = "withdrawn" if not rows else "struck" if struck else "counted"
+        return Receipt(int(index), entry_id, status)
+
+    def withdraw(self, statement_id: str, commit: str) -> tuple[str, int] | None:
+        """The endorser takes back the endorsement with this receipt commitment: out of
+        the count, a withdraw entry in the log, its name, country and email HMAC erased.
+        ``(status, count)``; the same again changes nothing; None if no such receipt."""
+        receipt = self.receipt(statement_id, commit)
+        if receipt is None:
+            return None
+        record = self._record_of(statement_id, receipt.entry_id)
+        who = self._who_key(statement_id, record)
+        private: Any = (record and self.redis.hget(who, record)) or b""
+        keys = [
+            self.key(statement_id, name)
+            for name in (
+                "count",
+                "log",
+                "by_source",
+                "by_country",
+                "tl:m",
+                "tl:h",
+                "tl:d",
+                "struck",
+                "tlog",
+                "legacy_i",
+            )
+        ]
+        keys += [who, self._seen_key(statement_id, private[:16]), self.key(statement_id, "state")]
+        template = moderation_template("withdraw", _minute(time.time()))
+        args = [receipt.entry_id, self.channel(statement_id), *template.pieces]
+        status, count = self._script("withdraw", WITHDRAW_LUA)(keys=keys, args=args)
+        if _text(status) == "unready":
+            raise LogNotReady(statement_id)
+        return ("withdrawn", int(count))
 
     def stats(self, statement_id: str, now: float | None = None) -> dict[str, Any]:
         """Count, breakdowns and timelines: ``minute`` (last 60), ``hour`` (last 72),
@@ -529,7 +949,7 @@ class Store:
         )
         rows = list(rows or [])
         more = len(rows) > limit
-        entries = [_entry(eid, fields or {}) for eid, fields in rows[:limit]]
+        entries = self._entries(statement_id, rows[:limit])
         if entries:
             marks = self.redis.hmget(self.key(statement_id, "struck"), [e.id for e in entries])
             entries = [
@@ -543,16 +963,55 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _entry(entry_id: Any, fields: Mapping[Any, Any]) -> LogEntry:
-    f = {_text(k): _text(v) for k, v in fields.items()}
+BUCKETS = 1024  # per kind and statement: compact hashes up to ~100,000 endorsements
+
+
+def _bucket(raw: bytes) -> int:
+    return int.from_bytes(raw[:4].ljust(4, b"\0"), "big") % BUCKETS
+
+
+def _hmac_bytes(email_hmac: str) -> bytes:
+    """The 16 bytes of an email HMAC that dedup keeps (hex in, binary out; any other
+    string, as tools and tests may give, is hashed first)."""
+    if len(email_hmac) == 64:
+        try:
+            return bytes.fromhex(email_hmac)[:16]
+        except ValueError:
+            pass
+    return hashlib.sha256(email_hmac.encode()).digest()[:16]
+
+
+def _commit_field(commit: str) -> bytes:
+    """A receipt commitment as its bucket's field: bytes 4 to 16 (the bucket took 0-4)."""
+    return bytes.fromhex(commit)[4:16]
+
+
+def _private(hmac: bytes, country: str, name: str) -> bytes:
+    """An endorsement's erasable record: its email HMAC, country (or two spaces), name."""
+    return hmac + (country or "  ").encode()[:2].ljust(2) + name.encode()
+
+
+def _minute(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(epoch))
+
+
+def _entry(entry_id: Any, fields: Mapping[Any, Any], private: bytes | None = None) -> LogEntry:
+    """A record row as a ``LogEntry``: the name and country from its private record (rows
+    from before private records carry them inline)."""
+    f = {_text(k): v for k, v in fields.items()}
     eid = _text(entry_id)
+    if private is not None:
+        name, country = private[18:].decode(), private[16:18].decode().strip()
+    else:
+        name, country = _text(f.get("n", b"")), _text(f.get("c", b""))
     return LogEntry(
         id=eid,
         time_ms=int(eid.split("-", 1)[0]),
-        name=f.get("n", ""),
-        country=f.get("c", ""),
-        source=f.get("s", "direct"),
-        public=f.get("p") == "1",
+        name=name,
+        country=country,
+        source=_text(f.get("s", b"direct")),
+        public=_text(f.get("p", b"")) == "1",
+        index=int(f["i"]) if "i" in f else None,
     )
 
 

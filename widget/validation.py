@@ -42,6 +42,7 @@ class EndorsementInput:
     country: str
     public: bool
     source: str
+    lang: str = ""  # the language of the statement text shown, when the page says
 
 
 def has_control_chars(text: str) -> bool:
@@ -91,13 +92,19 @@ def validate_endorsement(body: Any) -> EndorsementInput | dict[str, str]:
     if not isinstance(source, str) or len(source) > 300 or has_control_chars(source):
         errors["source"] = "Must be an origin like https://ally.example."
 
+    lang = body.get("lang", "")
+    if not isinstance(lang, str) or len(lang) > 35 or has_control_chars(lang):
+        errors["lang"] = "Must be a language code like en or ru."
+
     if errors:
         return errors
     assert isinstance(name, str) and isinstance(email, str) and isinstance(source, str)
+    assert isinstance(lang, str)
     return EndorsementInput(
         name=unicodedata.normalize("NFC", name.strip()),
         email=email.strip(),
         country=country,
         public=bool(public),
         source=source.strip(),
+        lang=lang.strip(),
     )

@@ -45,10 +45,13 @@ __all__ = [
     "EntryError",
     "LogLine",
     "Tally",
+    "Template",
     "canonical_line",
     "commitment",
     "endorse_entry",
+    "endorse_template",
     "minute",
+    "moderation_template",
     "parse_line",
     "replay",
     "sha256_hex",
@@ -238,6 +241,66 @@ def unstrike_entry(i: int, at: datetime | str, *, target: int) -> LogLine:
 
 def withdraw_entry(i: int, at: datetime | str, *, target: int) -> LogLine:
     return _build({"i": i, "kind": "withdraw", "at": _at(at), "target": target})
+
+
+# Stand-ins for the numbers only the store knows when it appends (the entry's own index
+# and its target's): a template is the canonical line cut where they go. ``"i":`` and
+# ``"target":`` with their quotes cannot occur inside a JSON string value (its quotes would
+# be escaped), so each cut is unique.
+_I_SLOT, _TARGET_SLOT = MAX_INDEX, MAX_INDEX - 1
+
+
+class Template(NamedTuple):
+    """A canonical line in pieces: ``pieces[0] + str(i) + pieces[1]`` for an endorse entry,
+    ``pieces[0] + str(i) + pieces[1] + str(target) + pieces[2]`` for the other kinds."""
+
+    pieces: tuple[bytes, ...]
+
+    def fill(self, *numbers: int) -> bytes:
+        out = self.pieces[0]
+        for number, piece in zip(numbers, self.pieces[1:], strict=True):
+            out += b"%d" % number + piece
+        return out
+
+
+def _cut(line: bytes, *slots: tuple[bytes, int]) -> Template:
+    pieces, rest = [], line
+    for key, slot in slots:
+        marker = b'"%s":%d' % (key, slot)
+        head, found, rest = rest.partition(marker)
+        assert found, marker
+        pieces.append(head + b'"%s":' % key)
+    return Template((*pieces, rest))
+
+
+def endorse_template(
+    at: datetime | str,
+    *,
+    country: str | None,
+    source: str,
+    name: str | None,
+    text: str,
+    commit: str,
+) -> Template:
+    """An endorse entry's line, for the store to fill in with its index."""
+    line = endorse_entry(
+        _I_SLOT, at, country=country, source=source, name=name, text=text, commit=commit
+    ).line
+    return _cut(line, (b"i", _I_SLOT))
+
+
+def moderation_template(kind: str, at: datetime | str, reason: str = "") -> Template:
+    """A strike, unstrike or withdraw entry's line, for the store to fill in with its
+    index and its target's."""
+    if kind == "strike":
+        line = strike_entry(_I_SLOT, at, target=_TARGET_SLOT, reason=reason).line
+    elif kind == "unstrike":
+        line = unstrike_entry(_I_SLOT, at, target=_TARGET_SLOT).line
+    elif kind == "withdraw":
+        line = withdraw_entry(_I_SLOT, at, target=_TARGET_SLOT).line
+    else:
+        raise EntryError(f"unknown kind {kind!r}")
+    return _cut(line, (b"i", _I_SLOT), (b"target", _TARGET_SLOT))
 
 
 _STRUCK_BIT, _WITHDRAWN_BIT = 1, 2
