@@ -16,8 +16,9 @@ __all__ = ["create_app"]
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the WSGI app; ``test_config`` overrides the environment."""
-    from . import admin, api, cli, db, embed, errors, fastcount, limits, live, metrics
+    from . import admin, api, cli, db, embed, errors, fastcount, limits, live, metrics, proxies
     from .config import load_config
+    from .links import public_origin
     from .statements import load_registry
 
     app = Flask(__name__, static_folder=None)
@@ -37,7 +38,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     limits.init_app(app, ["api.endorse", *embed.RATE_LIMITED_ENDPOINTS])
     app.wsgi_app = fastcount.CountFastPath(  # type: ignore[method-assign]
-        app.wsgi_app, app.extensions["undersign.live"], app.extensions["undersign.statements"].ids()
+        app.wsgi_app,
+        app.extensions["undersign.live"],
+        app.extensions["undersign.statements"].ids(),
+        allowlist=app.extensions["undersign.allowlist"],
+        public_origin=public_origin(app.config["PUBLIC_URL"]),
+        trusted_hosts=app.config["TRUSTED_HOSTS"],
     )
+    proxies.init_app(app)  # outermost: everything after it sees the checked client and host
     cli.register(app.cli)
     return app

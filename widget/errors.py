@@ -17,7 +17,7 @@ from flask_limiter import RateLimitExceeded
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:undersign:problem:"
@@ -65,9 +65,11 @@ def problem_response(
     title: str,
     detail: str,
     headers: dict[str, str] | None = None,
+    *,
+    force_json: bool = False,
     **extensions: Any,
 ) -> Response:
-    if not wants_json():
+    if not (force_json or wants_json()):
         html = render_template_string(_HTML, title=title, detail=detail)
         response = Response(html, status=status, mimetype="text/html")
     else:
@@ -91,6 +93,17 @@ def _slug(exc: HTTPException) -> str:
 
 
 def handle_http_exception(exc: HTTPException) -> Response:
+    if isinstance(exc, SecurityError):
+        # Werkzeug raises it for a Host outside TRUSTED_HOSTS. Not a page for people, and
+        # the HTML page would build URLs from that very host.
+        return problem_response(
+            400,
+            "unknown-host",
+            "Unknown host",
+            "This service does not answer to that Host. The operator lists its host names "
+            "in WIDGET_PUBLIC_URL and WIDGET_ALLOWED_HOSTS.",
+            force_json=True,
+        )
     if isinstance(exc, Problem):
         return problem_response(
             exc.code or 500, exc.slug, exc.title, exc.detail, exc.extra_headers, **exc.extensions

@@ -1,24 +1,24 @@
-"""Who may call and how often: the origin allowlist, CORS, proxies and rate limits.
+"""Who may call and how often: the origin allowlist, CORS and rate limits.
 
 One ``Allowlist`` built from ``WIDGET_ALLOWED_ORIGINS`` serves both CORS for the public
 API and ``frame-ancestors`` for the widget iframe. A browser request to ``/api/`` whose
 ``Origin`` is neither allowlisted nor the service's own is refused with 403 before any
 view runs. Endorsements are rate limited per client with flask-limiter on the same
-Redis; the limiter key is a keyed hash of the client address, never the address itself.
+Redis; the limiter key is a keyed hash of the client address (as ``proxies`` found it),
+never the address itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
 from flask import Flask, current_app, request
 from flask_cors import CORS
 from flask_limiter import Limiter
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .db import limiter_storage_uri
 from .errors import Problem
+from .links import public_origin
 from .privacy import client_hash
 
 PUBLIC_API = r"/api/v1/statements*"
@@ -53,10 +53,9 @@ def get_allowlist() -> Allowlist:
 def own_origins() -> set[str]:
     """The service's own origin as this request sees it, and as WIDGET_PUBLIC_URL says."""
     origins = {request.host_url.rstrip("/").lower()}
-    public = current_app.config["PUBLIC_URL"]
+    public = public_origin(current_app.config["PUBLIC_URL"])
     if public:
-        parts = urlsplit(public)
-        origins.add(f"{parts.scheme}://{parts.netloc}".lower())
+        origins.add(public)
     return origins
 
 
@@ -126,13 +125,7 @@ class EndorseLimiter(Limiter):
 
 
 def init_app(app: Flask, rate_limited_endpoints: Iterable[str]) -> None:
-    """Wire proxies, the allowlist, CORS and the limiter; call after blueprints exist."""
-    proxies = app.config["TRUSTED_PROXIES"]
-    if proxies > 0:
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
-        )
-
+    """Wire the allowlist, CORS and the limiter; call after blueprints exist."""
     allowlist = Allowlist(app.config["ALLOWED_ORIGINS"])
     app.extensions["undersign.allowlist"] = allowlist
     app.before_request(check_origin)
