@@ -324,6 +324,15 @@ def test_no_js_form_shows_field_errors_in_language(client):
     assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 0
 
 
+@pytest.mark.parametrize("name", ["\u3164", "\u200b\u200b", "12345"])
+def test_no_js_form_refuses_invisible_and_letterless_names(client, name):
+    token = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    response = post_form(client, token, name=name)
+    assert response.status_code == 422
+    assert "Please enter your name." in response.get_data(as_text=True)
+    assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 0
+
+
 def test_no_js_form_refuses_bad_token_and_other_origins(client):
     assert post_form(client, "forged").status_code == 400
     other = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))

@@ -43,7 +43,7 @@ from .limits import get_allowlist, is_own_origin
 from .links import absolute, statement_url
 from .resources import EMBED_SITE_DIR, STATIC_DIR
 from .statements import Statement
-from .validation import COUNTRY_CODES, MAX_NAME, EndorsementInput, validate_endorsement
+from .validation import COUNTRY_CODES, EndorsementInput, name_problem, validate_endorsement
 
 
 class AssetBlueprint(Blueprint):
@@ -258,13 +258,9 @@ def field_errors(body: dict[str, Any], errors: dict[str, str]) -> dict[str, str]
     keys: dict[str, str] = {}
     for field in errors:
         if field == "name":
-            name = str(body.get("name") or "").strip()
-            keys[field] = (
-                "err_name"
-                if not name
-                else "err_name_long"
-                if len(name) > MAX_NAME
-                else "err_name_chars"
+            problem = name_problem(body.get("name"))
+            keys[field] = {"long": "err_name_long", "chars": "err_name_chars"}.get(
+                str(problem), "err_name"
             )
         elif field == "email":
             email = str(body.get("email") or "").strip()

@@ -2,6 +2,19 @@
 
 ``validate_endorsement`` returns the cleaned values or a mapping of field -> message for
 the 422 problem's ``errors`` member. Nothing here touches Redis or Flask.
+
+Every rule is one the OpenAPI document can state exactly (``openapi.py`` builds its
+patterns from the ones here), so what the document calls valid is accepted and
+everything else refused:
+
+* name: at most ``MAX_NAME`` characters, none of ``FORBIDDEN`` (control characters,
+  lone surrogates, line separators, bidi overrides), and at least one letter that stays
+  visible (``is_letter``). What is stored is ``clean_name``: trimmed, NFKC-normalised,
+  without default-ignorable (invisible) code points, at most ``MAX_MARKS`` combining
+  marks on one character.
+* email: an address (optionally padded with whitespace, which is trimmed) of at most
+  ``MAX_EMAIL`` characters.
+* country: an ISO 3166-1 alpha-2 code (upper or lower case), ``""`` or null.
 """
 
 from __future__ import annotations
@@ -9,16 +22,36 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import Any, Literal
 
 MAX_NAME = 200
 MAX_EMAIL = 254
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+$")
-# Bidi overrides and line separators let a name disguise itself in lists; refuse them too.
-_INVISIBLE_TRICKS = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))} | {
-    "\u2028",
-    "\u2029",
-}
+MAX_SOURCE = 300
+MAX_MARKS = 4  # enough for any script's stacked diacritics, not for "zalgo" text
+
+# Refused anywhere: control characters, line and paragraph separators, bidi overrides and
+# isolates (a name could disguise itself in lists) and lone surrogates (not text at all).
+# Written as a regex class both Python and the OpenAPI document's readers understand.
+FORBIDDEN = r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+_FORBIDDEN = re.compile(FORBIDDEN)
+# What str.strip() removes (str.isspace), spelled out for the document.
+WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_EMAIL_CHAR = rf"[^@{WHITESPACE}{FORBIDDEN[1:-1]}]"
+_DOMAIN_CHAR = rf"[^@.{WHITESPACE}{FORBIDDEN[1:-1]}]"
+EMAIL_PATTERN = (
+    rf"^[{WHITESPACE}]*{_EMAIL_CHAR}{{1,64}}@{_DOMAIN_CHAR}+(?:\.{_DOMAIN_CHAR}+)+[{WHITESPACE}]*$"
+)
+_EMAIL = re.compile(EMAIL_PATTERN)
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): invisible by
+# definition, so stripped from names (zero-width spaces, joiners, fillers, variation
+# selectors, tags).
+_DEFAULT_IGNORABLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
+LETTER_PLANES = 0x40000  # no letters are assigned past plane 3 (a test checks)
 
 COUNTRY_CODES = frozenset(
     """
@@ -34,6 +67,14 @@ COUNTRY_CODES = frozenset(
     """.split()
 )
 
+NameProblem = Literal["missing", "long", "chars", "letters"]
+NAME_MESSAGES: dict[NameProblem, str] = {
+    "missing": "Enter your name.",
+    "long": f"Use at most {MAX_NAME} characters.",
+    "chars": "The name contains control characters.",
+    "letters": "Enter a name with at least one letter.",
+}
+
 
 @dataclass(frozen=True)
 class EndorsementInput:
@@ -45,7 +86,81 @@ class EndorsementInput:
 
 
 def has_control_chars(text: str) -> bool:
-    return any(unicodedata.category(ch) == "Cc" or ch in _INVISIBLE_TRICKS for ch in text)
+    return _FORBIDDEN.search(text) is not None
+
+
+def is_default_ignorable(char: str) -> bool:
+    return _DEFAULT_IGNORABLE.match(char) is not None
+
+
+def _visible_letter(char: str) -> bool:
+    return unicodedata.category(char)[0] == "L" and not is_default_ignorable(char)
+
+
+def is_letter(char: str) -> bool:
+    """A letter that is still one after cleaning: not an invisible filler, and not one of
+    the few compatibility letters that NFKC turns into a space and a mark."""
+    if not _visible_letter(char):
+        return False
+    folded = unicodedata.normalize("NFKC", char)
+    return folded == char or any(_visible_letter(c) for c in folded)
+
+
+def clean_name(raw: str) -> str:
+    """The name as stored and shown: trimmed, NFKC, no invisible code points, at most
+    ``MAX_MARKS`` combining marks per character (none without a character to sit on)."""
+    # Decomposed first, so a precomposed letter's accent counts among its marks; composing
+    # again at the end gives NFKC.
+    text = _DEFAULT_IGNORABLE.sub("", unicodedata.normalize("NFKD", raw.strip()))
+    kept: list[str] = []
+    marks = 0
+    has_base = False
+    for char in text:
+        if unicodedata.category(char)[0] == "M":
+            if not has_base or marks >= MAX_MARKS:
+                continue
+            marks += 1
+        else:
+            has_base = not char.isspace()
+            marks = 0
+        kept.append(char)
+    return unicodedata.normalize("NFC", "".join(kept)).strip()
+
+
+def name_problem(name: Any) -> NameProblem | None:
+    """What is wrong with a submitted name, or None."""
+    if not isinstance(name, str) or not name.strip():
+        return "missing"
+    if len(name) > MAX_NAME:
+        return "long"
+    if has_control_chars(name):
+        return "chars"
+    if not any(is_letter(c) for c in name):
+        return "letters"
+    return None
+
+
+def normalize_country(country: Any) -> str | None:
+    """``"KZ"``/``"kz"`` -> ``"KZ"``; ``""``/None -> ``""``; anything else None."""
+    if country is None or country == "":
+        return ""
+    if not isinstance(country, str) or country not in (country.upper(), country.lower()):
+        return None  # mixed case is no code
+    return country.upper() if country.upper() in COUNTRY_CODES else None
+
+
+@cache
+def letter_class() -> str:
+    """Every ``is_letter`` character as one regex class of literal ranges (for OpenAPI)."""
+    ranges: list[tuple[int, int]] = []
+    for code in range(LETTER_PLANES):
+        if is_letter(chr(code)):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+    parts = [chr(a) if a == b else f"{chr(a)}-{chr(b)}" for a, b in ranges]
+    return "[" + "".join(parts) + "]"
 
 
 def validate_endorsement(body: Any) -> EndorsementInput | dict[str, str]:
@@ -55,30 +170,19 @@ def validate_endorsement(body: Any) -> EndorsementInput | dict[str, str]:
     errors: dict[str, str] = {}
 
     name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        errors["name"] = "Enter your name."
-    elif len(name.strip()) > MAX_NAME:
-        errors["name"] = f"Use at most {MAX_NAME} characters."
-    elif has_control_chars(name.strip()):
-        errors["name"] = "The name contains control characters."
+    problem = name_problem(name)
+    if problem is not None:
+        errors["name"] = NAME_MESSAGES[problem]
 
     email = body.get("email")
     if not isinstance(email, str) or not email.strip():
         errors["email"] = "Enter your email address."
-    elif (
-        len(email.strip()) > MAX_EMAIL
-        or has_control_chars(email.strip())
-        or not EMAIL.match(email.strip())
-    ):
+    elif len(email) > MAX_EMAIL or not _EMAIL.search(email):
         errors["email"] = "Enter a valid email address."
 
-    country = body.get("country")
-    if country is None or country == "":
-        country = ""
-    elif not isinstance(country, str) or country.strip().upper() not in COUNTRY_CODES:
+    country = normalize_country(body.get("country"))
+    if country is None:
         errors["country"] = "Choose a country from the list, or leave it empty."
-    else:
-        country = country.strip().upper()
 
     if body.get("consent") is not True:
         errors["consent"] = "Tick the box to agree to the privacy notice."
@@ -88,14 +192,15 @@ def validate_endorsement(body: Any) -> EndorsementInput | dict[str, str]:
         errors["public"] = "Must be true or false."
 
     source = body.get("source", "")
-    if not isinstance(source, str) or len(source) > 300 or has_control_chars(source):
+    if not isinstance(source, str) or len(source) > MAX_SOURCE or has_control_chars(source):
         errors["source"] = "Must be an origin like https://ally.example."
 
     if errors:
         return errors
     assert isinstance(name, str) and isinstance(email, str) and isinstance(source, str)
+    assert country is not None
     return EndorsementInput(
-        name=unicodedata.normalize("NFC", name.strip()),
+        name=clean_name(name),
         email=email.strip(),
         country=country,
         public=bool(public),
