@@ -6,6 +6,7 @@ a ``Problem`` (see ``errors``), so the response is problem+json and nothing is w
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from .openapi import openapi_document
 from .privacy import email_hmac
 from .statements import Statement, StatementRegistry
 from .store import Endorsement, EndorseResult, LogEntry
-from .validation import EndorsementInput, validate_endorsement
+from .validation import EndorsementInput, clean_name, is_letter, validate_endorsement
 
 if TYPE_CHECKING:
     from .live import Hub
@@ -212,13 +213,51 @@ RECENT_LIMIT = 5
 
 
 def public_endorser(entry: LogEntry) -> dict[str, Any]:
-    """What a visitor may see of an endorser: a first name only if they chose to be shown."""
-    first_name = entry.name.split()[0] if entry.public and entry.name.split() else None
+    """What anyone may see of an endorsement, for every public list (recent endorsers,
+    the hosted page, and any public log to come): the time to the minute only; a first
+    name and a country only for endorsers who chose to be shown."""
+    shown = entry.public
+    minute = entry.time_ms // 60_000 * 60
     return {
-        "name": first_name,
-        "country": entry.country or None,
-        "time": datetime.fromtimestamp(entry.time_ms / 1000, UTC).isoformat(timespec="seconds"),
+        "name": first_name(entry.name) if shown else None,
+        "country": (entry.country or None) if shown else None,
+        "time": datetime.fromtimestamp(minute, UTC).isoformat(timespec="seconds"),
     }
+
+
+MAX_FIRST_NAME = 20
+_KEPT_IN_WORDS = {"'", "\u2019"}  # O'Brien, N'Golo: apostrophes join words, not split them
+
+
+def _separates(char: str) -> bool:
+    return char.isspace() or (unicodedata.category(char)[0] in "ZPS" and char not in _KEPT_IN_WORDS)
+
+
+def first_name(name: str) -> str | None:
+    """The part of a name that may be shown: its first word with a letter (words split on
+    whitespace, punctuation and symbols), at most ``MAX_FIRST_NAME`` characters; a name
+    of one word shows only its initial (``王小明`` -> ``王.``). None without a letter."""
+    cleaned = clean_name(name)
+    words: list[str] = []
+    word = ""
+    for char in cleaned + " ":
+        if _separates(char):
+            if word:
+                words.append(word)
+            word = ""
+        else:
+            word += char
+    named = [w for w in words if any(is_letter(c) for c in w)]
+    if not named:
+        return None
+    if len(words) == 1:
+        initial = named[0][0]
+        for char in named[0][1:]:  # with its combining marks: one character as written
+            if unicodedata.category(char)[0] != "M":
+                break
+            initial += char
+        return initial + "."
+    return named[0][:MAX_FIRST_NAME]
 
 
 @bp.get("/statements/<statement_id>/recent")
