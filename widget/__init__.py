@@ -16,7 +16,20 @@ __all__ = ["create_app"]
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the WSGI app; ``test_config`` overrides the environment."""
-    from . import admin, api, cli, db, embed, errors, fastcount, limits, live, metrics, proxies
+    from . import (
+        admin,
+        api,
+        bodies,
+        cli,
+        db,
+        embed,
+        errors,
+        fastcount,
+        limits,
+        live,
+        metrics,
+        proxies,
+    )
     from .config import load_config
     from .links import public_origin
     from .statements import load_registry
@@ -30,6 +43,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     errors.init_app(app)
+    bodies.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.health_bp)
     app.register_blueprint(embed.bp)

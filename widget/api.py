@@ -10,8 +10,9 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, json, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
+from .bodies import loads_json
 from .db import get_store
 from .errors import Problem
 from .limits import get_allowlist, is_own_origin
@@ -125,13 +126,8 @@ def read_json_body() -> Any:
             "Unsupported media type",
             "Send the endorsement as JSON with 'Content-Type: application/json'.",
         )
-    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise Problem(
-            400, "malformed-json", "Malformed JSON", f"The body is not JSON: {exc}"
-        ) from exc
+    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH, chunked or not
+    return loads_json(raw)
 
 
 def require_open(statement: Statement) -> None:

@@ -107,6 +107,8 @@ SCRIPT_KEYS = (
 @cache
 def asset_digest(filename: str) -> str:
     """A short content hash of ``static/<filename>`` (cached per process)."""
+    if "\x00" in filename:
+        return ""
     path = (STATIC_DIR / filename).resolve()
     if STATIC_DIR.resolve() not in path.parents or not path.is_file():
         return ""
@@ -126,7 +128,7 @@ def template_helpers() -> dict[str, Any]:
 @bp.after_request
 def security_headers(response: Response) -> Response:
     response.headers["X-Content-Type-Options"] = "nosniff"
-    if request.endpoint in ("embed.static", "embed.loader"):
+    if request.endpoint in ("embed.static", "embed.loader") and response.status_code < 400:
         response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
         filename = (request.view_args or {}).get("filename", "")
         version = request.args.get("v")
@@ -141,6 +143,8 @@ def security_headers(response: Response) -> Response:
 
 def send_static(folder: Any, filename: str, mimetype: str | None = None) -> Response:
     """A file, revalidated on each use; a ``static/`` one with its content hash as ETag."""
+    if "\x00" in filename:
+        abort(404)  # no such file can exist; the filesystem calls would raise ValueError
     digest = asset_digest(filename) if folder == STATIC_DIR else ""
     response = _send_from_directory(
         folder, filename, mimetype=mimetype, etag=digest or True, max_age=None

@@ -2,7 +2,8 @@
 
 Views raise ``Problem`` (or any Werkzeug ``HTTPException``); Redis failures become 503,
 rate limits 429 with ``Retry-After``. Pages meant for people (``/s/``, ``/embed/``,
-``/admin``) get a small escaped HTML page instead, unless the client asks for JSON.
+``/admin``) get a small escaped HTML page instead, unless the client asks for JSON;
+assets (``/static/``, ``/embed.js``) get problem+json like the API.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Problem(HTTPException):
 
 
 def wants_json() -> bool:
-    if request.path.startswith(("/api/", "/healthz", "/metrics")):
+    if request.path.startswith(("/api/", "/healthz", "/metrics", "/static/", "/embed.js")):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json", PROBLEM_JSON])
     return best in ("application/json", PROBLEM_JSON)
