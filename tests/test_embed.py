@@ -304,7 +304,8 @@ def test_no_js_form_counts_then_says_duplicate(client):
     assert "Your endorsement has been counted." in page
     assert 'data-count="1"' in page
     assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 1
-    again = post_form(client, token, email=" A@Example.org ")
+    fresh = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    again = post_form(client, fresh, email=" A@Example.org ")
     assert "You have already endorsed this statement" in again.get_data(as_text=True)
     assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 1
     assert first.headers["Cache-Control"] == "no-store"
@@ -322,6 +323,33 @@ def test_no_js_form_shows_field_errors_in_language(client):
     assert "Отметьте согласие, чтобы продолжить." in html
     assert 'value="nope"' in html  # what was typed is kept
     assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 0
+
+
+def test_no_js_form_token_is_single_use(client, redis_client):
+    """The no-JS form's token could be reused for 6 hours (finding 13)."""
+    token = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    assert post_form(client, token).status_code == 200
+    count = f"/api/v1/statements/{STATEMENT}/count"
+    assert client.get(count).get_json()["count"] == 1
+    # Replayed, for another person: the page's "form expired" answer, nothing counted.
+    for email in ("b@example.org", "c@example.org"):
+        replay = post_form(client, token, email=email)
+        assert replay.status_code == 400
+        html = replay.get_data(as_text=True)
+        assert "The form has expired." in html
+        assert token_of(html) != token  # a fresh form to try again with
+    assert client.get(count).get_json()["count"] == 1
+    # What Redis keeps: a hash of the token, for no longer than the token lives.
+    (key,) = [k.decode() for k in redis_client.scan_iter(f"us:{{{STATEMENT}}}:form:*")]
+    assert key.endswith(hashlib.sha256(token.encode()).hexdigest())
+    assert token not in key
+    assert 6 * 3600 - 60 < redis_client.ttl(key) <= 6 * 3600
+
+
+def test_no_js_form_token_spent_on_invalid_input_is_not_burnt(client):
+    token = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    assert post_form(client, token, email="nope").status_code == 422
+    assert post_form(client, token).status_code == 200
 
 
 @pytest.mark.parametrize("name", ["\u3164", "\u200b\u200b", "12345"])

@@ -7,7 +7,7 @@
   language, theme and layout come from the query string the loader builds; a ``Link``
   header preloads its stylesheet and script.
 * ``/s/<id>``: the hosted statement page, whose form also works without JavaScript
-  (a POST carrying a signed, time-limited token; no cookie is ever set).
+  (a POST carrying a signed, time-limited, single-use token; no cookie is ever set).
 * ``/demo``: an example allied page from ``embed/``, and ``/`` a landing page.
 
 Static files under ``/static`` are fingerprinted (``?v=<hash>``) and cached for a year
@@ -351,6 +351,11 @@ def endorse_form(statement_id: str) -> Response:
             message=t("err_fix"),
         )
     try:
+        # Single use: a token already spent (a replay, a second tab) counts nothing.
+        if not get_store().use_form_token(statement.id, form["token"], FORM_TOKEN_MAX_AGE):
+            return render_statement_page(
+                statement, t, status=400, values=values, message=t("err_expired")
+            )
         result = record_endorsement(statement, data)
     except Problem as problem:
         if problem.code != 409:

@@ -12,6 +12,7 @@ Cluster keeps them in one slot and a single Lua script can touch them all::
     us:{id}:state        hash     operator overrides (closed=1, closed_by, closed_at)
     us:{id}:struck       hash     stream entry id -> JSON {by, at, reason}
     us:{id}:events       channel  pub/sub: the new count after each change
+    us:{id}:form:<sha256>  string  a no-JS form token already used (expires with it)
 
 Stream entries hold ``h`` (email HMAC), ``n`` (display name), ``c`` (country or ""),
 ``s`` (source origin or "direct") and ``p`` ("1" when the endorser chose to be shown).
@@ -20,6 +21,7 @@ No raw email or IP address is ever passed to this module.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -249,6 +251,13 @@ class Store:
         ]
         status, count, entry_id = self._endorse(keys=keys, args=args)
         return EndorseResult(status=_text(status), count=int(count), entry_id=_text(entry_id))  # type: ignore[arg-type]
+
+    def use_form_token(self, statement_id: str, token: str, lifetime: int) -> bool:
+        """Spend a no-JS form token: True the first time, False ever after (until it
+        expires anyway). Kept under a hash of the token, for as long as it is valid."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        key = self.key(statement_id, f"form:{digest}")
+        return bool(self.redis.set(key, "1", nx=True, ex=lifetime))
 
     def set_closed(self, statement_id: str, closed: bool, by: str = "operator") -> None:
         state = self.key(statement_id, "state")
