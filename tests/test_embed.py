@@ -96,7 +96,7 @@ def csp(response) -> dict[str, str]:
 
 
 def test_widget_policy_is_strict_and_framable_by_allies(client):
-    response = client.get(f"/embed/{STATEMENT}")
+    response = client.get(f"/embed/{STATEMENT}?origin={ALLY}")
     policy = csp(response)
     assert policy["default-src"] == "'none'"
     assert policy["script-src"] == "'self'"
@@ -110,20 +110,38 @@ def test_widget_policy_is_strict_and_framable_by_allies(client):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
+TWO_ALLIES = "https://a.example, https://b.example:8443"
+
+
 @pytest.mark.parametrize(
-    ("origins", "expected"),
+    ("origins", "origin", "expected"),
     [
-        (
-            "https://a.example, https://b.example:8443",
-            "'self' https://a.example https://b.example:8443",
-        ),
-        ("*", "*"),
-        ("", "'self'"),
+        (TWO_ALLIES, "https://a.example", "'self' https://a.example"),
+        (TWO_ALLIES, "https://b.example:8443", "'self' https://b.example:8443"),
+        (TWO_ALLIES, "HTTPS://B.example:8443/", "'self' https://b.example:8443"),
+        (TWO_ALLIES, None, "'self'"),
+        (TWO_ALLIES, "https://evil.example", "'self'"),
+        (TWO_ALLIES, "https://a.example https://evil.example", "'self'"),
+        (TWO_ALLIES, "https://a.example; script-src *", "'self'"),
+        ("*", "https://anyone.example", "*"),
+        ("", "https://a.example", "'self'"),
     ],
 )
-def test_frame_ancestors_follow_the_allowlist(make_app, origins, expected):
+def test_frame_ancestors_name_only_the_ally_asking(make_app, origins, origin, expected):
+    """Every ally was listed to anyone who loaded /embed/<id> (finding 14)."""
     client = make_app(ALLOWED_ORIGINS=origins).test_client()
-    assert csp(client.get(f"/embed/{STATEMENT}"))["frame-ancestors"] == expected
+    query = {"origin": origin} if origin is not None else {}
+    response = client.get(f"/embed/{STATEMENT}", query_string=query)
+    assert csp(response)["frame-ancestors"] == expected
+    # The policy depends on the URL alone (?origin= is in every cache key), not on
+    # request headers a shared cache would have to vary on.
+    assert response.headers["Vary"] == "Accept-Language"
+    assert response.cache_control.public
+
+
+def test_the_loader_names_its_page_as_origin():
+    loader = (ROOT / "static" / "embed.js").read_text()
+    assert "origin: location.origin" in loader
 
 
 @pytest.mark.parametrize("path", [f"/embed/{STATEMENT}", f"/s/{STATEMENT}", "/", "/demo"])

@@ -2,8 +2,9 @@
 
 * ``/embed.js``: the loader allied sites paste (``static/embed.js``), revalidated on every
   use so a fix reaches every site at once.
-* ``/embed/<id>``: the widget page the loader frames. ``frame-ancestors`` comes from the
-  allowlist; everything else is ``'self'`` only, with no inline script or style. The
+* ``/embed/<id>``: the widget page the loader frames. ``frame-ancestors`` is ``'self'``
+  plus the allied origin the loader names in ``?origin=``, when it is allowlisted;
+  everything else is ``'self'`` only, with no inline script or style. The
   language, theme and layout come from the query string the loader builds; a ``Link``
   header preloads its stylesheet and script.
 * ``/s/<id>``: the hosted statement page, whose form also works without JavaScript
@@ -225,8 +226,10 @@ def widget(statement_id: str) -> Response:
         frame_title=t("frame_title", title=context["text"].title),
         **context,
     )
-    policy = f"{SELF_POLICY}; frame-ancestors {get_allowlist().frame_ancestors()}"
-    response = html_response(html, 200, policy)
+    # The loader names the ally in ?origin=; being part of the URL, it is part of every
+    # cache's key, so one ally's policy is never served to another.
+    ancestors = get_allowlist().frame_ancestors(request.args.get("origin"))
+    response = html_response(html, 200, f"{SELF_POLICY}; frame-ancestors {ancestors}")
     response.headers["Cache-Control"] = "public, max-age=10"
     response.headers["Vary"] = "Accept-Language"
     # Fetch the render-blocking stylesheet (and the script) once the response commits,

@@ -1,11 +1,11 @@
 """Who may call and how often: the origin allowlist, CORS and rate limits.
 
 One ``Allowlist`` built from ``WIDGET_ALLOWED_ORIGINS`` serves both CORS for the public
-API and ``frame-ancestors`` for the widget iframe. A browser request to ``/api/`` whose
-``Origin`` is neither allowlisted nor the service's own is refused with 403 before any
-view runs. Endorsements are rate limited per client with flask-limiter on the same
-Redis; the limiter key is a keyed hash of the client address (as ``proxies`` found it),
-never the address itself.
+API and ``frame-ancestors`` for the widget iframe (per request: only the ally asking). A
+browser request to ``/api/`` whose ``Origin`` is neither allowlisted nor the service's
+own is refused with 403 before any view runs. Endorsements are rate limited per client
+with flask-limiter on the same Redis; the limiter key is a keyed hash of the client
+address (as ``proxies`` found it), never the address itself.
 """
 
 from __future__ import annotations
@@ -36,10 +36,13 @@ class Allowlist:
             return False
         return self.any or origin.lower().rstrip("/") in self.origins
 
-    def frame_ancestors(self) -> str:
+    def frame_ancestors(self, origin: str | None) -> str:
+        """``'self'`` and the one allied origin asking (never the whole list: it would
+        tell anyone who every ally is); ``*`` when any origin is allowed."""
         if self.any:
             return "*"
-        return " ".join(["'self'", *self.origins])
+        wanted = (origin or "").lower().rstrip("/")
+        return " ".join(["'self'", *(o for o in self.origins if o == wanted)])
 
     def cors_origins(self) -> list[str] | str:
         return "*" if self.any else list(self.origins)

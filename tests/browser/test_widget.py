@@ -238,10 +238,16 @@ def test_not_allowlisted_origin_cannot_frame_the_widget(new_page, host_site, ser
         loaded = frame.evaluate("!!document.getElementById('w')") if frame.url else False
         assert not loaded, frame.url
     assert any("frame-ancestors" in m for m in console.messages), console.messages
-    policy = requests.get(f"{service.url}/embed/{STATEMENT}", timeout=5).headers[
-        "Content-Security-Policy"
-    ]
-    assert re.search(rf"frame-ancestors 'self' {re.escape(host_site.origin)}$", policy)
+
+    def policy(origin: str) -> str:
+        url = f"{service.url}/embed/{STATEMENT}"
+        response = requests.get(url, params={"origin": origin}, timeout=5)
+        return response.headers["Content-Security-Policy"]
+
+    assert re.search(
+        rf"frame-ancestors 'self' {re.escape(host_site.origin)}$", policy(host_site.origin)
+    )
+    assert policy(host_site.foreign_origin).endswith("frame-ancestors 'self'")
 
 
 def test_count_follows_endorsements_made_elsewhere(
