@@ -1,14 +1,24 @@
 """The OpenAPI 3.1 description of the public API (``/api/v1/openapi.json``).
 
 ``tests/test_openapi.py`` keeps it true: every public route is documented, every
-documented path exists, and live responses carry exactly the documented fields.
+documented path exists, and live responses carry exactly the documented fields;
+``tests/test_schemathesis.py`` checks that the API accepts exactly what it describes. The
+request rules come from ``validation``, so the document and the checks cannot drift.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .validation import MAX_NAME
+from .validation import (
+    COUNTRY_CODES,
+    EMAIL_PATTERN,
+    FORBIDDEN,
+    MAX_EMAIL,
+    MAX_NAME,
+    MAX_SOURCE,
+    letter_class,
+)
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 ID_PARAM = {
@@ -235,20 +245,48 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["name", "email", "consent"],
                     "properties": {
-                        "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
-                        "email": {"type": "string", "format": "email", "maxLength": 254},
-                        "country": {
+                        "name": {
                             "type": "string",
-                            "description": "ISO 3166-1 alpha-2, optional",
-                            "pattern": "^[A-Za-z]{2}$",
+                            "minLength": 1,
+                            "maxLength": MAX_NAME,
+                            "pattern": letter_class(),
+                            "not": {"pattern": FORBIDDEN},
+                            "description": (
+                                "At least one letter (any script); no control characters, "
+                                "line separators, bidi overrides or lone surrogates. Stored "
+                                "trimmed, NFKC-normalised, without invisible code points."
+                            ),
+                        },
+                        "email": {
+                            "type": "string",
+                            "maxLength": MAX_EMAIL,
+                            "pattern": EMAIL_PATTERN,
+                            "description": (
+                                "An email address; surrounding whitespace is trimmed. Kept "
+                                "only as a keyed hash, to refuse a second endorsement."
+                            ),
+                        },
+                        "country": {
+                            "enum": [
+                                None,
+                                "",
+                                *sorted(COUNTRY_CODES),
+                                *sorted(c.lower() for c in COUNTRY_CODES),
+                            ],
+                            "description": (
+                                "ISO 3166-1 alpha-2 code (upper or lower case); optional: "
+                                "leave it out, null or empty"
+                            ),
                         },
                         "consent": {"const": True},
                         "public": {
                             "type": "boolean",
-                            "description": "Show the first name in recent endorsers",
+                            "description": ("Show the first name and country in recent endorsers"),
                         },
                         "source": {
                             "type": "string",
+                            "maxLength": MAX_SOURCE,
+                            "not": {"pattern": FORBIDDEN},
                             "description": "Allied page origin, sent by the widget iframe",
                         },
                     },
@@ -274,10 +312,21 @@ def openapi_document() -> dict[str, Any]:
                                 "properties": {
                                     "name": {
                                         "type": ["string", "null"],
-                                        "description": "First name, only if they chose it",
+                                        "maxLength": 20,
+                                        "description": (
+                                            "First name (a one-word name: its initial), "
+                                            "only if they chose to be shown"
+                                        ),
                                     },
-                                    "country": {"type": ["string", "null"]},
-                                    "time": {"type": "string", "format": "date-time"},
+                                    "country": {
+                                        "type": ["string", "null"],
+                                        "description": "Only if they chose to be shown",
+                                    },
+                                    "time": {
+                                        "type": "string",
+                                        "format": "date-time",
+                                        "description": "To the minute (seconds are 00)",
+                                    },
                                 },
                             },
                         },

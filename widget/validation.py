@@ -8,7 +8,7 @@ patterns from the ones here), so what the document calls valid is accepted and
 everything else refused:
 
 * name: at most ``MAX_NAME`` characters, none of ``FORBIDDEN`` (control characters,
-  lone surrogates, line separators, bidi overrides), and at least one letter that stays
+  line separators, bidi overrides) nor a lone surrogate, and at least one letter that stays
   visible (``is_letter``). What is stored is ``clean_name``: trimmed, NFKC-normalised,
   without default-ignorable (invisible) code points, at most ``MAX_MARKS`` combining
   marks on one character.
@@ -30,11 +30,14 @@ MAX_EMAIL = 254
 MAX_SOURCE = 300
 MAX_MARKS = 4  # enough for any script's stacked diacritics, not for "zalgo" text
 
-# Refused anywhere: control characters, line and paragraph separators, bidi overrides and
-# isolates (a name could disguise itself in lists) and lone surrogates (not text at all).
-# Written as a regex class both Python and the OpenAPI document's readers understand.
-FORBIDDEN = r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-_FORBIDDEN = re.compile(FORBIDDEN)
+# Refused anywhere: control characters, line and paragraph separators, and bidi overrides
+# and isolates (a name could disguise itself in lists). Written as a regex class that
+# Python and the OpenAPI document's readers (ECMA-262, Rust) all understand.
+FORBIDDEN = r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+# Lone surrogates too: JSON can carry them, but they are no text (Redis could not store
+# them) and a pattern cannot name them portably, so the document says it in words.
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+_FORBIDDEN = re.compile(FORBIDDEN[:-1] + r"\ud800-\udfff]")
 # What str.strip() removes (str.isspace), spelled out for the document.
 WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _EMAIL_CHAR = rf"[^@{WHITESPACE}{FORBIDDEN[1:-1]}]"
@@ -177,7 +180,7 @@ def validate_endorsement(body: Any) -> EndorsementInput | dict[str, str]:
     email = body.get("email")
     if not isinstance(email, str) or not email.strip():
         errors["email"] = "Enter your email address."
-    elif len(email) > MAX_EMAIL or not _EMAIL.search(email):
+    elif len(email) > MAX_EMAIL or not _EMAIL.search(email) or _SURROGATES.search(email):
         errors["email"] = "Enter a valid email address."
 
     country = normalize_country(body.get("country"))
