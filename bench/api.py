@@ -8,10 +8,10 @@ number of gevent workers each time):
   b. count    ``GET /api/v1/statements/<id>/count``;
   c. endorse  ``POST /api/v1/statements/<id>/endorsements``, every body a new email, sent
               with an allowlisted ``Origin`` so CORS runs, under the production limit
-              (``5/minute;50/day``, two moving windows in Redis) behind one trusted proxy:
-              each request comes from its own ``X-Forwarded-For`` address, as the many
-              visitors of allied sites would, so the limiter records every request and
-              refuses none.
+              (``5/minute;50/day``, two moving windows in Redis) behind a trusted proxy on
+              loopback: each request comes from its own ``X-Forwarded-For`` address, as
+              the many visitors of allied sites would, so the limiter records every
+              request and refuses none.
 
 The load generator is ``wrk`` (Debian package ``wrk``; POST bodies come from
 ``bench/endorse.lua``) when installed, otherwise a threaded Python client, which is much
@@ -66,8 +66,8 @@ ENDORSE_PATH = f"/api/v1/statements/{STATEMENT}/endorsements"
 COUNT_KEY = f"us:{{{STATEMENT}}}:count"
 LIMIT_KEYS = "LIMITS:*us-limits*"  # the limiter's windows (RATELIMIT_KEY_PREFIX, limits.py)
 # The production default. Each request has its own client address (X-Forwarded-For behind
-# one trusted proxy): one bench client with a huge limit would instead grow one moving
-# window to every request made, which no real visitor does and which costs O(hits).
+# a trusted proxy on loopback): one bench client with a huge limit would instead grow one
+# moving window to every request made, which no real visitor does and which costs O(hits).
 ENDORSE_LIMIT = "5/minute;50/day"
 # Each load run takes its own /16 of 10.0.0.0/8 (its threads, consecutive /16s), so that
 # no address is reused across runs and rounds.
@@ -381,7 +381,7 @@ def main() -> int:
                 "WIDGET_SECRET_KEY": SECRET,
                 "WIDGET_ALLOWED_ORIGINS": ALLY,
                 "WIDGET_ENDORSE_LIMIT": ENDORSE_LIMIT,
-                "WIDGET_TRUSTED_PROXIES": "1",
+                "WIDGET_TRUSTED_PROXIES": "127.0.0.1",  # wrk and the checks: the loopback proxy
             }
             for number in range(1, args.rounds + 1):
                 results: dict[str, Result] = {}

@@ -1,6 +1,6 @@
 -- wrk script for bench/api.py: POST one endorsement per request, each with a new email.
 -- BENCH_ORIGIN (an allowlisted origin) and BENCH_RUN (unique per run) come from the env.
--- Each request comes from its own client address (X-Forwarded-For, one trusted proxy),
+-- Each request comes from its own client address (X-Forwarded-For, trusted from loopback),
 -- as the many visitors of allied sites would; see client_address in bench/api.py.
 
 local next_id = 1

@@ -171,8 +171,8 @@
   var EMAIL = /^[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+$/;
   function check(v) {
     var e = {}, name = v.name.trim(), email = v.email.trim();
-    if (!name) e.name = 'err_name';
-    else if (Array.from(name).length > 200) e.name = 'err_name_long';
+    if (!name || !/\p{L}/u.test(name)) e.name = 'err_name';
+    else if (Array.from(v.name).length > 200) e.name = 'err_name_long';
     else if (BAD.test(v.name)) e.name = 'err_name_chars';
     if (!email) e.email = 'err_email';
     else if (email.length > 254 || BAD.test(v.email) || !EMAIL.test(email)) e.email = 'err_email_bad';

@@ -145,3 +145,10 @@ def legacy_endorse(redis: Redis, statement: str, email_hmac: str, name: str, **f
     redis.incr(key + "count")
     redis.hincrby(key + "by_source", values["s"], 1)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def stored_names(redis: Redis, statement: str = STATEMENT) -> list[str]:
+    """The names the record holds, oldest first (read as the store reads them)."""
+    from widget.store import Store
+
+    return [entry.name for entry in Store(redis).log(statement)]

@@ -165,13 +165,65 @@ def test_recent_shows_only_first_names_of_public_endorsers(client: FlaskClient) 
     body = response.get_json()
     assert body["id"] == STATEMENT
     recent = body["recent"]
-    assert [r["name"] for r in recent] == ["Dana", None, None, "Ana"]  # newest first
-    assert [r["country"] for r in recent] == ["DE", None, "KZ", "KZ"]
+    # Newest first; a one-word name shows only its initial.
+    assert [r["name"] for r in recent] == ["D.", None, None, "Ana"]
+    # Countries only of those who chose to be shown.
+    assert [r["country"] for r in recent] == ["DE", None, None, "KZ"]
     assert all(set(r) == {"name", "country", "time"} for r in recent)
     assert all(r["time"].endswith("+00:00") for r in recent)
     text = response.get_data(as_text=True)
     for hidden in ("Maria", "Lopez", "Bolat", "Serikov", "Claire", "Dubois", "@", "person"):
         assert hidden not in text
+
+
+def test_recent_times_are_to_the_minute_and_hidden_endorsers_have_no_country(
+    client: FlaskClient, redis_client: Redis
+) -> None:
+    """/recent published the exact second and every endorser's country (finding 8)."""
+    log = f"us:{{{STATEMENT}}}:log"
+    # 2025-11-25T06:20:07.123Z and 06:21:59.999Z, as the endorse script records them.
+    for entry_id, public in (("1764051607123-0", "0"), ("1764051719999-0", "1")):
+        fields = {"h": "x" * 64, "n": "Ana Lopez", "c": "KZ", "s": "direct", "p": public}
+        redis_client.xadd(log, fields, id=entry_id)  # type: ignore[arg-type]
+    recent = client.get(RECENT).get_json()["recent"]
+    assert recent == [
+        {"name": "Ana", "country": "KZ", "time": "2025-11-25T06:21:00+00:00"},
+        {"name": None, "country": None, "time": "2025-11-25T06:20:00+00:00"},
+    ]
+    page = client.get(f"/s/{STATEMENT}?lang=en").get_data(as_text=True)
+    assert "Kazakhstan" not in page.split('id="recent"')[1].split("Ana, Kazakhstan")[1]
+    assert ":07" not in page and ":59" not in page
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("Ana Maria Lopez", "Ana"),
+        ("Smith,John", "Smith"),  # comma-separated
+        ("Lopez, Ana", "Lopez"),
+        ("Jean-Luc Picard", "Jean"),
+        ("王小明", "王."),  # CJK: no separator, only the first character
+        ("ジョン・スミス", "ジョン"),  # katakana middle dot separates
+        ("محمد علي", "محمد"),  # Arabic
+        ("محمدعلي", "م."),
+        ("Айгерим Султан", "Айгерим"),  # Cyrillic
+        ("Айгерим", "\u0410."),
+        ("Dana", "D."),  # a single word
+        ("O'Brien", "O."),  # an apostrophe joins, it does not separate
+        ("Ñ\u0303\u0301ina Ruiz", "Ñ\u0303\u0301ina"),
+        ("E\u0301mile", "\u00c9."),  # composed
+        ("Bartholomew-Maximilianus Smith", "Bartholomew"),
+        ("Wolfeschlegelsteinhausenbergerdorff Hubert", "Wolfeschlegelsteinha"),  # 20 max
+        ("\uff21\uff2e\uff21\u3000\uff2c\uff2f\uff30\uff25\uff3a", "ANA"),  # fullwidth, NFKC
+        ("1984 Ana", "Ana"),  # the first word with a letter
+    ],
+)
+def test_first_name_shown(client: FlaskClient, name: str, shown: str) -> None:
+    """Names with no space were shown whole (finding 9)."""
+    assert client.post(URL, json=person(1, name=name, public=True)).status_code == 201
+    (recent,) = client.get(RECENT).get_json()["recent"]
+    assert recent["name"] == shown
+    assert len(recent["name"]) <= 20
 
 
 def test_recent_is_limited_to_five(client: FlaskClient) -> None:

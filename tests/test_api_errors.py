@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from checks import (
     endorsements_url,
     person,
     store_state,
+    stored_names,
 )
 from flask import Flask
 from flask.testing import FlaskClient
@@ -122,8 +125,30 @@ INVALID: dict[str, tuple[Any, set[str]]] = {
     "name-escape": (person("a", name="Ana\x1b[31m"), {"name"}),
     "name-delete": (person("a", name="Ana\x7f"), {"name"}),
     "name-bidi-override": (person("a", name="\u202eanA"), {"name"}),
+    "name-bidi-isolate": (person("a", name="\u2067Ana\u2069"), {"name"}),
+    "name-line-separator": (person("a", name="Ana\u2028Bob"), {"name"}),
+    "name-lone-surrogate": (person("a", name="Ana\ud800"), {"name"}),
+    # Invisible or letterless names (finding 10).
+    "name-zero-width-space": (person("a", name="\u200b"), {"name"}),
+    "name-zero-width-mix": (person("a", name="\u200b\u200c\u2060\ufeff"), {"name"}),
+    "name-hangul-filler": (person("a", name="\u3164"), {"name"}),
+    "name-halfwidth-filler": (person("a", name="\uffa0\uffa0"), {"name"}),
+    "name-hangul-choseong-filler": (person("a", name="\u115f\u1160"), {"name"}),
+    "name-tags": (person("a", name="\U000e0041\U000e0062"), {"name"}),
+    "name-digits": (person("a", name="12345"), {"name"}),
+    "name-punctuation": (person("a", name="!!! ..."), {"name"}),
+    "name-emoji": (person("a", name="\U0001f600"), {"name"}),
+    "name-marks-only": (person("a", name="\u0301" * 40), {"name"}),
+    "name-ypogegrammeni": (person("a", name="\u037a"), {"name"}),  # NFKC: space + mark
+    "name-201-with-spaces": (person("a", name=" " + "x" * 199 + " "), {"name"}),
     "country-unknown": (person("a", country="XX"), {"country"}),
+    "country-aa": (person("a", country="AA"), {"country"}),
+    "country-mixed-case": (person("a", country="Kz"), {"country"}),
+    "country-padded": (person("a", country=" KZ "), {"country"}),
+    "country-number": (person("a", country=7), {"country"}),
     "country-name": (person("a", country="Kazakhstan"), {"country"}),
+    "source-long": (person("a", source="https://" + "a" * 300), {"source"}),
+    "source-control": (person("a", source="https://ally.example\n"), {"source"}),
     "public-not-bool": (person("a", public="yes"), {"public"}),
     "everything": ({}, {"name", "email", "consent"}),
     "body-list": ([person("a")], {"body"}),
@@ -145,6 +170,48 @@ def test_invalid_endorsement_is_422_naming_each_field(
     assert all(isinstance(m, str) and m for m in body["errors"].values())
     for field in fields:
         assert field in body["detail"]
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        ("  Ana Lopez  ", "Ana Lopez"),
+        ("An\u200ba\u00ad Lo\u200dpez\ufe0f", "Ana Lopez"),  # invisible code points go
+        # NFKC: fullwidth letters and space
+        ("\uff21\uff2e\uff21\u3000\uff2c\uff2f\uff30\uff25\uff3a", "ANA LOPEZ"),
+        ("\U0001d400\U0001d427\U0001d41a", "Ana"),  # mathematical bold letters
+        ("ﬁona", "fiona"),  # the ligature
+        ("E\u0301mile", "\u00c9mile"),  # composed
+        ("\u0301\u0301Ana", "Ana"),  # marks with nothing to sit on
+        ("\u3164Ana\u3164", "Ana"),
+        ("王小明", "王小明"),
+        ("محمد علي", "محمد علي"),
+    ],
+)
+def test_names_are_stored_clean(
+    client: FlaskClient, redis_client: Redis, name: str, stored: str
+) -> None:
+    assert client.post(URL, json=person(1, name=name)).status_code == 201
+    assert stored_names(redis_client) == [stored]
+
+
+def test_zalgo_names_keep_at_most_four_marks_per_character(
+    client: FlaskClient, redis_client: Redis
+) -> None:
+    zalgo = "Z" + "\u0336\u0317\u0353\u0301" * 10 + "oe" + "\u0489" * 40
+    assert client.post(URL, json=person(1, name=zalgo, public=True)).status_code == 201
+    (name,) = stored_names(redis_client)
+    assert unicodedata.is_normalized("NFC", name)
+    bases = re.findall(r"(\w)(\W*)", unicodedata.normalize("NFD", name))
+    assert [base for base, _ in bases] == ["Z", "o", "e"]
+    assert [len(marks) for _, marks in bases] == [4, 0, 4]
+    # Vietnamese and Hebrew with their diacritics are untouched.
+    for n, text in enumerate(["Nguyễn Thị Ánh", "שָׁלוֹם"], start=2):
+        assert client.post(URL, json=person(n, name=text)).status_code == 201
+    assert stored_names(redis_client)[1:] == [
+        "Nguyễn Thị Ánh",
+        unicodedata.normalize("NFC", "שָׁלוֹם"),
+    ]
 
 
 def test_name_of_exactly_200_chars_is_accepted(client: FlaskClient, redis_client: Redis) -> None:

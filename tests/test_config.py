@@ -16,6 +16,7 @@ from servers import RedisServer
 from widget import create_app
 from widget.cli import main
 from widget.config import SETTINGS, ConfigError, demo_secret, load_config
+from widget.proxies import parse_trusted_proxies
 
 TOKEN = "12345678901234567890123456789012"  # 32 digits: JSON-parses to an int, must stay text
 
@@ -43,9 +44,11 @@ def test_defaults(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert config["ALLOWED_ORIGINS"] == ()
     assert config["ADMIN_TOKEN"] == ""
     assert config["ENDORSE_LIMIT"] == "5/minute;50/day"
-    assert config["TRUSTED_PROXIES"] == 0
+    assert str(config["TRUSTED_PROXIES"]) == "127.0.0.0/8,::1"  # loopback only
     assert config["STATEMENTS_DIR"] == ""
     assert config["PUBLIC_URL"] == ""
+    assert config["ALLOWED_HOSTS"] == ()
+    assert config["TRUSTED_HOSTS"] is None  # every Host accepted (development)
     assert config["METRICS_PUBLIC"] is False
     assert config["DATA_DIR"] == str((tmp_path / "data").resolve())
     assert config["MAX_CONTENT_LENGTH"] == 16 * 1024
@@ -67,7 +70,8 @@ def test_environment_is_parsed_and_coerced(
         "WIDGET_ALLOWED_ORIGINS": " https://Ally.Example/ ,https://b.example:8443,, ",
         "WIDGET_ADMIN_TOKEN": TOKEN,
         "WIDGET_ENDORSE_LIMIT": "3/minute;10/day",
-        "WIDGET_TRUSTED_PROXIES": "2",
+        "WIDGET_TRUSTED_PROXIES": "10.0.0.2, 172.16.0.0/12,2001:db8::/32",
+        "WIDGET_ALLOWED_HOSTS": " Sign.Example.NET ,.example.com",
         "WIDGET_STATEMENTS_DIR": str(tmp_path),
         "WIDGET_PUBLIC_URL": "https://sign.example.org/",
         "WIDGET_METRICS_PUBLIC": "yes",
@@ -82,9 +86,19 @@ def test_environment_is_parsed_and_coerced(
     assert config["ALLOWED_ORIGINS"] == ("https://ally.example", "https://b.example:8443")
     assert config["ADMIN_TOKEN"] == TOKEN
     assert config["ENDORSE_LIMIT"] == "3/minute;10/day"
-    assert config["TRUSTED_PROXIES"] == 2
+    assert str(config["TRUSTED_PROXIES"]) == "10.0.0.2,172.16.0.0/12,2001:db8::/32"
+    assert config["TRUSTED_PROXIES"].trusts("172.20.0.1")
+    assert not config["TRUSTED_PROXIES"].trusts("127.0.0.1")
     assert config["STATEMENTS_DIR"] == str(tmp_path)
     assert config["PUBLIC_URL"] == "https://sign.example.org"
+    assert config["ALLOWED_HOSTS"] == ("sign.example.net", ".example.com")
+    assert config["TRUSTED_HOSTS"] == [
+        "sign.example.org",
+        "sign.example.net",
+        ".example.com",
+        "localhost",
+        "127.0.0.1",
+    ]
     assert config["METRICS_PUBLIC"] is True
     assert config["REDIS_CLUSTER"] is False
 
@@ -101,10 +115,12 @@ def test_test_config_overrides_environment(
     clean_env: pytest.MonkeyPatch, redis_server: RedisServer
 ) -> None:
     clean_env.setenv("WIDGET_ENDORSE_LIMIT", "1/minute")
-    clean_env.setenv("WIDGET_TRUSTED_PROXIES", "3")
-    config = loaded(REDIS_URL=redis_server.url, SECRET_KEY=SECRET, TRUSTED_PROXIES="1").config
+    clean_env.setenv("WIDGET_TRUSTED_PROXIES", "10.0.0.3")
+    config = loaded(
+        REDIS_URL=redis_server.url, SECRET_KEY=SECRET, TRUSTED_PROXIES="10.0.0.1"
+    ).config
     assert config["ENDORSE_LIMIT"] == "1/minute"
-    assert config["TRUSTED_PROXIES"] == 1
+    assert str(config["TRUSTED_PROXIES"]) == "10.0.0.1"
 
 
 @pytest.mark.parametrize(
@@ -127,9 +143,14 @@ def test_star_allows_any_origin(clean_env: pytest.MonkeyPatch) -> None:
         ("ALLOWED_ORIGINS", "ally.example", "is not an origin like https://ally.example"),
         ("ALLOWED_ORIGINS", "https://ally.example, ftp://files.example", "ftp://files.example"),
         ("ALLOWED_ORIGINS", "https://ally.example/page", "has a path"),
-        ("TRUSTED_PROXIES", "two", "TRUSTED_PROXIES"),
-        ("TRUSTED_PROXIES", "1.5", "whole number"),
-        ("TRUSTED_PROXIES", "true", "whole number"),
+        ("TRUSTED_PROXIES", "two", "'two' is not an IP address or network"),
+        ("TRUSTED_PROXIES", "1.5", "1.5"),
+        ("TRUSTED_PROXIES", "true", "expected proxy addresses"),
+        ("TRUSTED_PROXIES", "10.0.0.1, proxy.example", "'proxy.example' is not an IP address"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33", "'10.0.0.0/33'"),
+        ("ALLOWED_HOSTS", "https://sign.example.org", "is not a host name"),
+        ("ALLOWED_HOSTS", "sign.example.org:8443", "no scheme, port or path"),
+        ("PUBLIC_URL", "sign.example.org", "is not a base URL"),
         ("REDIS_CLUSTER", "maybe", "true or false"),
         ("REDIS_URL", "http://user:hunter2@cache.example:6379", "redis://"),
     ],
@@ -162,6 +183,29 @@ def test_short_admin_token_is_a_startup_error(clean_env: pytest.MonkeyPatch, len
 def test_admin_token_of_32_characters_or_none_starts(clean_env: pytest.MonkeyPatch) -> None:
     assert loaded(SECRET_KEY=SECRET, ADMIN_TOKEN="").config["ADMIN_TOKEN"] == ""  # disabled
     assert loaded(SECRET_KEY=SECRET, ADMIN_TOKEN=TOKEN).config["ADMIN_TOKEN"] == TOKEN
+
+
+@pytest.mark.parametrize(
+    ("value", "trusted", "untrusted", "hops"),
+    [
+        ("127.0.0.1/8, ::1", ["127.0.0.1", "127.9.9.9", "::1"], ["10.0.0.1", "::2"], None),
+        ("", [], ["127.0.0.1", "::1"], None),
+        (0, [], ["127.0.0.1"], None),
+        ("0", [], ["127.0.0.1"], None),
+        # The old meaning, a hop count: loopback peers, at most that many hops.
+        ("1", ["127.0.0.1", "::1"], ["172.17.0.1"], 1),
+        (2, ["127.0.0.1"], ["192.168.0.1"], 2),
+        (["192.0.2.7", "2001:db8::/64"], ["192.0.2.7", "2001:db8::5"], ["192.0.2.8"], None),
+    ],
+)
+def test_trusted_proxies_are_addresses_or_a_hop_count(
+    value: object, trusted: list[str], untrusted: list[str], hops: int | None
+) -> None:
+    proxies = parse_trusted_proxies(value)
+    assert all(proxies.trusts(a) for a in trusted)
+    assert not any(proxies.trusts(a) for a in untrusted)
+    assert not proxies.trusts("not an address") and not proxies.trusts(None)
+    assert proxies.max_hops == hops
 
 
 def test_missing_secret_key_with_redis_url_is_a_startup_error(

@@ -96,7 +96,7 @@ def csp(response) -> dict[str, str]:
 
 
 def test_widget_policy_is_strict_and_framable_by_allies(client):
-    response = client.get(f"/embed/{STATEMENT}")
+    response = client.get(f"/embed/{STATEMENT}?origin={ALLY}")
     policy = csp(response)
     assert policy["default-src"] == "'none'"
     assert policy["script-src"] == "'self'"
@@ -110,20 +110,38 @@ def test_widget_policy_is_strict_and_framable_by_allies(client):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
+TWO_ALLIES = "https://a.example, https://b.example:8443"
+
+
 @pytest.mark.parametrize(
-    ("origins", "expected"),
+    ("origins", "origin", "expected"),
     [
-        (
-            "https://a.example, https://b.example:8443",
-            "'self' https://a.example https://b.example:8443",
-        ),
-        ("*", "*"),
-        ("", "'self'"),
+        (TWO_ALLIES, "https://a.example", "'self' https://a.example"),
+        (TWO_ALLIES, "https://b.example:8443", "'self' https://b.example:8443"),
+        (TWO_ALLIES, "HTTPS://B.example:8443/", "'self' https://b.example:8443"),
+        (TWO_ALLIES, None, "'self'"),
+        (TWO_ALLIES, "https://evil.example", "'self'"),
+        (TWO_ALLIES, "https://a.example https://evil.example", "'self'"),
+        (TWO_ALLIES, "https://a.example; script-src *", "'self'"),
+        ("*", "https://anyone.example", "*"),
+        ("", "https://a.example", "'self'"),
     ],
 )
-def test_frame_ancestors_follow_the_allowlist(make_app, origins, expected):
+def test_frame_ancestors_name_only_the_ally_asking(make_app, origins, origin, expected):
+    """Every ally was listed to anyone who loaded /embed/<id> (finding 14)."""
     client = make_app(ALLOWED_ORIGINS=origins).test_client()
-    assert csp(client.get(f"/embed/{STATEMENT}"))["frame-ancestors"] == expected
+    query = {"origin": origin} if origin is not None else {}
+    response = client.get(f"/embed/{STATEMENT}", query_string=query)
+    assert csp(response)["frame-ancestors"] == expected
+    # The policy depends on the URL alone (?origin= is in every cache key), not on
+    # request headers a shared cache would have to vary on.
+    assert response.headers["Vary"] == "Accept-Language"
+    assert response.cache_control.public
+
+
+def test_the_loader_names_its_page_as_origin():
+    loader = (ROOT / "static" / "embed.js").read_text()
+    assert "origin: location.origin" in loader
 
 
 @pytest.mark.parametrize("path", [f"/embed/{STATEMENT}", f"/s/{STATEMENT}", "/", "/demo"])
@@ -304,7 +322,8 @@ def test_no_js_form_counts_then_says_duplicate(client):
     assert "Your endorsement has been counted." in page
     assert 'data-count="1"' in page
     assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 1
-    again = post_form(client, token, email=" A@Example.org ")
+    fresh = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    again = post_form(client, fresh, email=" A@Example.org ")
     assert "You have already endorsed this statement" in again.get_data(as_text=True)
     assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 1
     assert first.headers["Cache-Control"] == "no-store"
@@ -321,6 +340,42 @@ def test_no_js_form_shows_field_errors_in_language(client):
     assert "Выберите страну из списка." in html
     assert "Отметьте согласие, чтобы продолжить." in html
     assert 'value="nope"' in html  # what was typed is kept
+    assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 0
+
+
+def test_no_js_form_token_is_single_use(client, redis_client):
+    """The no-JS form's token could be reused for 6 hours (finding 13)."""
+    token = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    assert post_form(client, token).status_code == 200
+    count = f"/api/v1/statements/{STATEMENT}/count"
+    assert client.get(count).get_json()["count"] == 1
+    # Replayed, for another person: the page's "form expired" answer, nothing counted.
+    for email in ("b@example.org", "c@example.org"):
+        replay = post_form(client, token, email=email)
+        assert replay.status_code == 400
+        html = replay.get_data(as_text=True)
+        assert "The form has expired." in html
+        assert token_of(html) != token  # a fresh form to try again with
+    assert client.get(count).get_json()["count"] == 1
+    # What Redis keeps: a hash of the token, for no longer than the token lives.
+    (key,) = [k.decode() for k in redis_client.scan_iter(f"us:{{{STATEMENT}}}:form:*")]
+    assert key.endswith(hashlib.sha256(token.encode()).hexdigest())
+    assert token not in key
+    assert 6 * 3600 - 60 < redis_client.ttl(key) <= 6 * 3600
+
+
+def test_no_js_form_token_spent_on_invalid_input_is_not_burnt(client):
+    token = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    assert post_form(client, token, email="nope").status_code == 422
+    assert post_form(client, token).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["\u3164", "\u200b\u200b", "12345"])
+def test_no_js_form_refuses_invisible_and_letterless_names(client, name):
+    token = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
+    response = post_form(client, token, name=name)
+    assert response.status_code == 422
+    assert "Please enter your name." in response.get_data(as_text=True)
     assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 0
 
 
@@ -350,6 +405,7 @@ def test_no_js_form_shares_the_rate_limit(make_app):
     client = make_app(ENDORSE_LIMIT="1/minute").test_client()
     token = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))
     assert post_form(client, token).status_code == 200
+    token = token_of(client.get(f"/s/{STATEMENT}").get_data(as_text=True))  # single use
     limited = post_form(client, token, email="b@example.org")
     assert limited.status_code == 429
     assert limited.headers["Retry-After"]
@@ -368,8 +424,9 @@ def test_names_are_escaped_on_the_hosted_page(client):
         | {"public": True, "country": "KZ"},
     )
     html = client.get(f"/s/{STATEMENT}?lang=en").get_data(as_text=True)
-    assert "&lt;img/src=x/onerror=alert(1)&gt;, Kazakhstan" in html
-    assert "<img/src" not in html
+    # Punctuation splits a name, so only its first word is shown; and that is escaped.
+    assert ">img, Kazakhstan<" in html
+    assert "<img/src" not in html and "onerror" not in html
 
 
 def test_demo_and_landing(client):

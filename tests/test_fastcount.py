@@ -13,7 +13,8 @@ from flask import Flask
 from redis import Redis
 from werkzeug.test import Client
 
-from widget.fastcount import CountFastPath
+from widget.fastcount import MAX_LEARNED, CountFastPath
+from widget.proxies import ForwardedMiddleware
 from widget.store import Store
 
 URL = f"/api/v1/statements/{STATEMENT}/count"
@@ -42,9 +43,18 @@ def fast_app(make_app: Callable[..., Flask], redis_client: Redis) -> Flask:
 
 
 def fast_path(app: Flask) -> CountFastPath:
-    middleware = app.wsgi_app
+    outer = app.wsgi_app
+    assert isinstance(outer, ForwardedMiddleware)  # proxies first, then the fast path
+    middleware = outer.wsgi_app
     assert isinstance(middleware, CountFastPath)
     return middleware
+
+
+def flask_only(app: Flask) -> Client:
+    """A client for the same app without the fast path (proxies still applied first)."""
+    outer = app.wsgi_app
+    assert isinstance(outer, ForwardedMiddleware)
+    return Client(ForwardedMiddleware(fast_path(app).wsgi_app, outer.proxies))
 
 
 @pytest.mark.parametrize("headers", VARIANTS, ids=lambda h: ",".join(h) or "plain")
@@ -52,7 +62,7 @@ def test_fast_answers_are_the_same_bytes_as_flasks(
     fast_app: Flask, headers: dict[str, str]
 ) -> None:
     middleware = fast_path(fast_app)
-    through_flask = Client(middleware.wsgi_app)
+    through_flask = flask_only(fast_app)
     client = fast_app.test_client()
     learning = {k: v for k, v in headers.items() if k != "If-None-Match"}
     answer(client, learning)  # Flask answers (a 200) and the fast path learns
@@ -102,3 +112,97 @@ def test_a_count_is_never_older_than_a_second_and_never_served_without_a_subscri
     redis_client.set(store.key(STATEMENT, "count"), 10)
     assert client.get(URL).get_json()["count"] == 10  # straight from Redis
     assert middleware.answered == answered
+
+
+def test_varying_hosts_and_forwarded_ports_cannot_turn_the_fast_path_off(
+    fast_app: Flask,
+) -> None:
+    """Many Host and X-Forwarded-Port values once filled the table for good (finding 7)."""
+    middleware = fast_path(fast_app)
+    client = fast_app.test_client()
+    for n in range(3 * MAX_LEARNED):
+        headers = {"X-Forwarded-Port": str(10000 + n)}
+        assert client.get(URL, base_url=f"http://h{n}.example", headers=headers).status_code == 200
+        # The service's own origin as each of those hosts: learned, but in a bounded LRU.
+        own = {"Origin": f"http://h{n}.example"}
+        assert client.get(URL, base_url=f"http://h{n}.example", headers=own).status_code == 200
+    assert len(middleware.learned) <= MAX_LEARNED
+    # A client never seen before, from an ally, still gets the fast path after one pass.
+    first = answer(client, {"Origin": ALLY})
+    before = middleware.answered
+    assert answer(client, {"Origin": ALLY}) == first
+    assert middleware.answered == before + 1
+    # Plain reads were answered here all along, whatever the Host.
+    before = middleware.answered
+    assert client.get(URL, base_url="http://never-seen.example").status_code == 200
+    assert middleware.answered == before + 1
+
+
+@pytest.mark.parametrize(
+    "special",
+    [
+        {"Access-Control-Request-Private-Network": "true"},
+        {"Access-Control-Request-Method": "GET"},
+        {"Cookie": "session=x"},
+        {"Authorization": "Bearer x"},
+        {"If-Modified-Since": "Wed, 21 Oct 2015 07:28:00 GMT"},
+    ],
+    ids=lambda h: next(iter(h)),
+)
+def test_one_clients_headers_are_never_replayed_to_others(
+    fast_app: Flask, special: dict[str, str]
+) -> None:
+    """The first requester's headers once shaped the answer everyone got (finding 7)."""
+    middleware = fast_path(fast_app)
+    client = fast_app.test_client(use_cookies=False)  # sends the Cookie header as given
+    through_flask = flask_only(fast_app)
+    origin = {"Origin": ALLY}
+    # The unusual request goes first, twice: it is neither learned from nor answered here.
+    odd = client.get(URL, headers={**origin, **special})
+    assert odd.status_code == 200
+    client.get(URL, headers={**origin, **special})
+    assert middleware.answered == 0
+    assert len(middleware.learned) == 0
+    # Everyone else gets exactly what Flask gives them, not the unusual answer.
+    answer(client, origin)
+    assert answer(client, origin) == answer(through_flask, origin)
+    assert middleware.answered == 1
+    if "Private-Network" in next(iter(special)):
+        assert odd.headers["Access-Control-Allow-Private-Network"] == "false"
+        assert "Access-Control-Allow-Private-Network" not in client.get(URL, headers=origin).headers
+
+
+def test_a_learned_answer_keeps_only_the_expected_headers(fast_app: Flask) -> None:
+    middleware = fast_path(fast_app)
+    client = fast_app.test_client()
+    for headers in ({}, {"Origin": ALLY}, {"Origin": "http://localhost"}):
+        answer(client, headers)
+    assert set(middleware.learned) == {("none", ""), ("ally", ALLY), ("own", "http://localhost")}
+    for learned in middleware.learned.values():
+        names = {name.lower() for name, _ in learned}
+        assert names <= {
+            "content-type",
+            "cache-control",
+            "vary",
+            "access-control-allow-origin",
+            "access-control-expose-headers",
+        }
+
+
+def test_an_unknown_host_is_refused_on_the_fast_path_too(
+    make_app: Callable[..., Flask], redis_client: Redis
+) -> None:
+    app = make_app(PUBLIC_URL="https://sign.example.org")
+    hub = app.extensions["undersign.live"]
+    hub.ensure_running()
+    wait_until(lambda: hub.subscribed)
+    middleware = fast_path(app)
+    client = app.test_client()
+    good = "https://sign.example.org"
+    assert client.get(URL, base_url=good).status_code == 200
+    assert client.get(URL, base_url=good).status_code == 200
+    assert middleware.answered == 1
+    refused = client.get(URL, base_url="http://evil.test")
+    assert refused.status_code == 400
+    assert refused.mimetype == "application/problem+json"
+    assert middleware.answered == 1

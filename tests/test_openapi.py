@@ -7,10 +7,12 @@ the document does not name (unless it allows more), types, enums and constants.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from checks import STATEMENT, endorsements_url, person
 from conftest import ALLY
@@ -21,6 +23,7 @@ from servers import RedisServer
 from werkzeug.test import TestResponse
 
 from widget.store import Store
+from widget.validation import COUNTRY_CODES, LETTER_PLANES, is_letter, letter_class
 
 MakeApp = Callable[..., Flask]
 DOC_URL = "/api/v1/openapi.json"
@@ -287,3 +290,101 @@ def test_problem_answers_match_the_document(
         call("POST", post_url, 503, json=person(3))
     finally:
         redis_server.start()
+
+
+# -- the request rules, stated exactly ------------------------------------------------------
+
+
+def test_the_letter_class_is_exactly_the_letters_the_api_counts() -> None:
+    letters = re.compile(letter_class())
+    for code in range(0x110000):
+        char = chr(code)
+        if code < LETTER_PLANES:
+            assert bool(letters.fullmatch(char)) == is_letter(char), hex(code)
+        else:
+            assert unicodedata.category(char)[0] != "L", hex(code)
+
+
+def test_the_country_enum_is_what_the_api_accepts(doc: dict[str, Any]) -> None:
+    """The document refused "" and allowed "AA", the API the opposite (finding 16)."""
+    country = doc["components"]["schemas"]["EndorsementRequest"]["properties"]["country"]
+    assert None in country["enum"] and "" in country["enum"]
+    assert "KZ" in country["enum"] and "kz" in country["enum"]
+    assert "AA" not in country["enum"] and "Kz" not in country["enum"]
+    assert len(country["enum"]) == 2 + 2 * len(COUNTRY_CODES)
+
+
+FIELD_VALUES: dict[str, list[Any]] = {
+    "name": [
+        "Ana",
+        "王小明",
+        "محمد",
+        "  Ana  ",
+        "A" * 200,
+        "A" * 201,
+        " " + "A" * 199 + " ",
+        "",
+        "   ",
+        "\u200b",
+        "\u3164",
+        "\uffa0",
+        "\u115f",
+        "\u037a",
+        "\u3200",
+        "12345",
+        "!!!",
+        "Ana\n",
+        "Ana\tB",
+        "\u202eAna",
+        "Ana\u2028",
+        "\x1cAna",
+        "Z" + "\u0301" * 60,
+        "\U0001d400",
+        "\u00aaa",
+        "ﬁ",
+        "Ana\u200d",
+        42,
+        None,
+        ["Ana"],
+    ],
+    "email": [
+        "a@b.co",
+        " a@b.co ",
+        "\ta@b.co\n",
+        "\x1ca@b.co\x1f",
+        "a@b",
+        "a b@c.de",
+        "a@@b.co",
+        "",
+        "   ",
+        "a\x00@b.co",
+        "a@b.co\x00",
+        "a@b..co",
+        "x" * 64 + "@b.co",
+        "x" * 65 + "@b.co",
+        "a@" + "b" * 250 + ".co",
+        " " * 10 + "a@b.co",
+        "a@b.co\u2028",
+        "\u202ea@b.co",
+        "ä@ü.de",
+        7,
+        None,
+    ],
+    "country": ["KZ", "kz", "", None, "AA", "Kz", " KZ", "KAZ", 1, ["KZ"]],
+    "source": ["", "https://ally.example", "x" * 300, "x" * 301, "a\nb", "\u2066", None, 3],
+    "public": [True, False, None, "true", 1],
+    "consent": [True, False, None, "true", 1],
+}
+
+
+@pytest.mark.parametrize("field", list(FIELD_VALUES))
+def test_the_request_schema_accepts_exactly_what_the_api_accepts(
+    client: FlaskClient, doc: dict[str, Any], redis_client: Redis, field: str
+) -> None:
+    """Checked with the validator schemathesis uses (jsonschema-rs), value by value."""
+    validator = jsonschema_rs.validator_for(doc["components"]["schemas"]["EndorsementRequest"])
+    for n, value in enumerate(FIELD_VALUES[field]):
+        body = person(f"{field}{n}", **{field: value})
+        response = client.post(endorsements_url(), json=body)
+        accepted = response.status_code in (200, 201)
+        assert accepted == validator.is_valid(body), (field, value, response.get_json())

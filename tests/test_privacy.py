@@ -1,8 +1,8 @@
 """No raw email and no IP address anywhere in Redis; proxies and per-client limits.
 
-After a run of endorsements through the real gunicorn (behind one trusted proxy, so the
-client address comes from ``X-Forwarded-For``), every key and every value of every type
-in every database is dumped and searched.
+After a run of endorsements through the real gunicorn (behind a trusted proxy on
+loopback, so the client address comes from ``X-Forwarded-For``), every key and every
+value of every type in every database is dumped and searched.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ MakeApp = Callable[..., Flask]
 def proxied(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gunicorn]:
-    env = gunicorn_env(redis_server, WIDGET_TRUSTED_PROXIES="1", WIDGET_ENDORSE_LIMIT="5/minute")
+    env = gunicorn_env(
+        redis_server, WIDGET_TRUSTED_PROXIES="127.0.0.1", WIDGET_ENDORSE_LIMIT="5/minute"
+    )
     server = Gunicorn(env, workers=2, folder=tmp_path_factory.mktemp("proxied"))
     server.start()
     yield server
@@ -160,8 +162,8 @@ def test_limit_applies_per_forwarded_client(proxied: Gunicorn, redis_client: Red
 
 
 def test_only_the_trusted_hop_counts(proxied: Gunicorn, redis_client: Redis) -> None:
-    # With one trusted proxy the client is the last address in the chain; anything the
-    # client wrote before it is not believed, so changing it does not buy a new quota.
+    # The client is the last address in the chain that is not a trusted proxy; anything
+    # the client wrote before it is not believed, so changing it does not buy a new quota.
     for n in range(5):
         spoofed = f"10.0.0.{n}, 198.51.100.3"
         assert post(proxied, person(f"c{n}"), spoofed).status_code == 201
@@ -185,7 +187,7 @@ def test_without_trusted_proxies_forwarded_for_is_ignored(
 
 
 def test_trusted_proxy_in_process(make_app: MakeApp, redis_client: Redis) -> None:
-    client = make_app(TRUSTED_PROXIES=1, ENDORSE_LIMIT="1/minute").test_client()
+    client = make_app(TRUSTED_PROXIES="127.0.0.1", ENDORSE_LIMIT="1/minute").test_client()
     url = endorsements_url()
     for n in range(3):
         headers = {"X-Forwarded-For": f"198.51.100.{20 + n}"}

@@ -124,6 +124,8 @@ def test_serve_on_embedded_redis_keeps_data_across_restarts(data_dir: Path) -> N
         assert f"Undersign is running: {first.url}" in first.output
         assert f"{first.url}/demo" in first.output
         assert "Embedded Redis:" in first.output
+        # No WIDGET_PUBLIC_URL: links follow each request's Host, and serve says so.
+        assert "WARNING: WIDGET_PUBLIC_URL is not set" in first.output
         # A real redis-server on a private unix socket, with its AOF in the data dir.
         assert stat.S_ISSOCK(embedded.socket.stat().st_mode)
         assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
@@ -186,7 +188,12 @@ def test_serve_on_embedded_redis_keeps_data_across_restarts(data_dir: Path) -> N
 def test_serve_with_redis_url_starts_no_redis(
     data_dir: Path, redis_server: RedisServer, redis_client: object
 ) -> None:
-    env = clean_env(data_dir, WIDGET_REDIS_URL=redis_server.url, WIDGET_SECRET_KEY=SECRET)
+    env = clean_env(
+        data_dir,
+        WIDGET_REDIS_URL=redis_server.url,
+        WIDGET_SECRET_KEY=SECRET,
+        WIDGET_PUBLIC_URL="https://sign.example.org",
+    )
     server = Serve(env, workers=1)
     try:
         server.wait_ready()
@@ -197,4 +204,5 @@ def test_serve_with_redis_url_starts_no_redis(
     finally:
         assert server.stop() == 0, server.output
     assert "Embedded Redis" not in server.output
+    assert "WIDGET_PUBLIC_URL is not set" not in server.output
     assert not data_dir.exists() or not any(data_dir.iterdir())

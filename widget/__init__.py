@@ -16,8 +16,23 @@ __all__ = ["create_app"]
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the WSGI app; ``test_config`` overrides the environment."""
-    from . import admin, api, cli, db, embed, errors, fastcount, limits, live, metrics, transparency
+    from . import (
+        admin,
+        api,
+        bodies,
+        cli,
+        db,
+        embed,
+        errors,
+        fastcount,
+        limits,
+        live,
+        metrics,
+        proxies,
+        transparency,
+    )
     from .config import load_config
+    from .links import public_origin
     from .statements import load_registry
 
     app = Flask(__name__, static_folder=None)
@@ -29,6 +44,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     errors.init_app(app)
+    bodies.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.health_bp)
     app.register_blueprint(embed.bp)
@@ -38,7 +54,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     limits.init_app(app)
     app.wsgi_app = fastcount.CountFastPath(  # type: ignore[method-assign]
-        app.wsgi_app, app.extensions["undersign.live"], app.extensions["undersign.statements"].ids()
+        app.wsgi_app,
+        app.extensions["undersign.live"],
+        app.extensions["undersign.statements"].ids(),
+        allowlist=app.extensions["undersign.allowlist"],
+        public_origin=public_origin(app.config["PUBLIC_URL"]),
+        trusted_hosts=app.config["TRUSTED_HOSTS"],
     )
+    proxies.init_app(app)  # outermost: everything after it sees the checked client and host
     cli.register(app.cli)
     return app

@@ -15,15 +15,14 @@ store enforces them in one atomic step.
 from __future__ import annotations
 
 import ipaddress
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from disposable_email_domains import blocklist as DISPOSABLE_DOMAINS
-from email_validator import EmailNotValidError, validate_email
 from limits import parse_many
 
 from .store import Tier, Window
+from .validation import checked_email
 
 GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 # Providers that deliver ``local+anything@domain`` to ``local@domain`` (their own
@@ -50,28 +49,6 @@ PLUS_ADDRESSING = frozenset(
         "zoho.com",
     }
 )
-# Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt): characters
-# that render as nothing. Python's unicodedata does not expose the property.
-DEFAULT_IGNORABLE = (
-    (0x00AD, 0x00AD),
-    (0x034F, 0x034F),
-    (0x061C, 0x061C),
-    (0x115F, 0x1160),
-    (0x17B4, 0x17B5),
-    (0x180B, 0x180F),
-    (0x200B, 0x200F),
-    (0x202A, 0x202E),
-    (0x2060, 0x206F),
-    (0x3164, 0x3164),
-    (0xFE00, 0xFE0F),
-    (0xFEFF, 0xFEFF),
-    (0xFFA0, 0xFFA0),
-    (0xFFF0, 0xFFF8),
-    (0x1BCA0, 0x1BCA3),
-    (0x1D173, 0x1D17A),
-    (0xE0000, 0xE0FFF),
-)
-_IGNORABLE = frozenset(c for lo, hi in DEFAULT_IGNORABLE for c in range(lo, hi + 1))
 # IPv4 and IPv6 prefixes of the two address tiers: one IPv6 host holds a whole /64.
 CLIENT_PREFIXES = (32, 64)
 NETWORK_PREFIXES = (24, 48)
@@ -91,21 +68,10 @@ class CanonicalEmail:
     legacy: str
 
 
-def is_default_ignorable(char: str) -> bool:
-    return ord(char) in _IGNORABLE
-
-
-def unicode_clean(text: str) -> str:
-    """NFKC, then without default-ignorable code points (zero-width spaces, fillers...)."""
-    return "".join(c for c in unicodedata.normalize("NFKC", text) if ord(c) not in _IGNORABLE)
-
-
 def canonical_email(raw: str) -> CanonicalEmail:
-    cleaned = unicode_clean(raw).strip()
-    try:
-        checked = validate_email(cleaned, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise EmailError("Enter a valid email address.") from exc
+    checked = checked_email(raw)
+    if checked is None:
+        raise EmailError("Enter a valid email address.")
     local, domain = checked.local_part.lower(), checked.ascii_domain.lower()
     if domain in GMAIL_DOMAINS:
         local, domain = local.split("+", 1)[0].replace(".", ""), "gmail.com"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, json, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from .abuse import (
     CLIENT_PREFIXES,
@@ -23,6 +23,7 @@ from .abuse import (
     network_of,
     tiers,
 )
+from .bodies import loads_json
 from .db import get_store
 from .errors import Problem
 from .limits import get_allowlist, is_own_origin
@@ -34,7 +35,7 @@ from .privacy import DailySalt, email_hmac
 from .statements import Statement, StatementRegistry
 from .store import Endorsement, EndorseResult, Guard, LogEntry, Tier
 from .tlog.entries import commitment, endorse_template, minute
-from .validation import EndorsementInput, validate_endorsement
+from .validation import EndorsementInput, first_name, validate_endorsement
 
 if TYPE_CHECKING:
     from .live import Hub
@@ -138,13 +139,8 @@ def read_json_body() -> Any:
             "Unsupported media type",
             "Send the endorsement as JSON with 'Content-Type: application/json'.",
         )
-    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise Problem(
-            400, "malformed-json", "Malformed JSON", f"The body is not JSON: {exc}"
-        ) from exc
+    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH, chunked or not
+    return loads_json(raw)
 
 
 def require_open(statement: Statement) -> None:
@@ -254,7 +250,7 @@ def record_endorsement(
         minute(datetime.now(UTC)),
         country=(data.country or None) if data.public else None,
         source=source,
-        name=public_first_name(data.name) if data.public else None,
+        name=first_name(data.name) if data.public else None,
         text=statement.text(data.lang).sha256,
         commit=commit,
     )
@@ -357,18 +353,16 @@ def challenge(statement_id: str) -> Response:
 RECENT_LIMIT = 5
 
 
-def public_first_name(name: str) -> str | None:
-    """The part of a name shown to the public when its owner chose to be shown."""
-    return name.split()[0] if name.split() else None
-
-
 def public_endorser(entry: LogEntry) -> dict[str, Any]:
-    """What a visitor may see of an endorser: a first name only if they chose to be shown."""
-    first_name = public_first_name(entry.name) if entry.public else None
+    """What anyone may see of an endorsement, for every public list (recent endorsers,
+    the hosted page; the transparency log's lines follow the same rule): the time to the
+    minute only; a first name and a country only for endorsers who chose to be shown."""
+    shown = entry.public
+    at_minute = entry.time_ms // 60_000 * 60
     return {
-        "name": first_name,
-        "country": entry.country or None,
-        "time": datetime.fromtimestamp(entry.time_ms / 1000, UTC).isoformat(timespec="seconds"),
+        "name": first_name(entry.name) if shown else None,
+        "country": (entry.country or None) if shown else None,
+        "time": datetime.fromtimestamp(at_minute, UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -9,13 +9,17 @@ The README's configuration table is generated from ``SETTINGS`` (see ``undersign
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask
+
+from .proxies import LOOPBACK, parse_trusted_proxies
 
 
 class ConfigError(RuntimeError):
@@ -99,6 +103,32 @@ def _to_origins(value: Any) -> tuple[str, ...]:
             raise ValueError(f"{origin!r} has a path; an origin is scheme://host[:port]")
         origins.append(origin.lower())
     return tuple(origins)
+
+
+_HOST_NAME = re.compile(r"\.?[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+
+
+def _to_hosts(value: Any) -> tuple[str, ...]:
+    """``"sign.example.org, .example.net"`` -> host names (a leading dot: any subdomain)."""
+    items = [str(v) for v in value] if isinstance(value, list | tuple) else str(value or "")
+    hosts: list[str] = []
+    for item in items.split(",") if isinstance(items, str) else items:
+        host = item.strip().lower().rstrip(".")
+        if not host:
+            continue
+        if not _HOST_NAME.fullmatch(host):
+            raise ValueError(
+                f"{host!r} is not a host name like sign.example.org (no scheme, port or path)"
+            )
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def _to_public_url(value: Any) -> str:
+    url = _to_str(value).strip().rstrip("/")
+    if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
+        raise ValueError(f"{url!r} is not a base URL like https://sign.example.org")
+    return url
 
 
 @dataclass(frozen=True)
@@ -219,9 +249,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "TRUSTED_PROXIES",
-        0,
-        _to_int,
-        "How many reverse proxies in front of the service set `X-Forwarded-For`/`-Proto`.",
+        LOOPBACK,
+        parse_trusted_proxies,
+        "Comma-separated addresses or networks (IPv4, IPv6) of the reverse proxies whose "
+        "`X-Forwarded-For`/`-Proto`/`-Host`/`-Port` are believed; from anyone else they are "
+        "ignored. Empty or `0`: none. (A bare number N, the old meaning, trusts loopback for "
+        "up to N hops.)",
     ),
     Setting(
         "STATEMENTS_DIR",
@@ -232,8 +265,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "PUBLIC_URL",
         "",
-        _to_str,
-        "Public base URL for the links the service hands out (default: from the request).",
+        _to_public_url,
+        "Public base URL for the links the service hands out (default: from the request). "
+        "Its host is also an allowed `Host`.",
+    ),
+    Setting(
+        "ALLOWED_HOSTS",
+        "",
+        _to_hosts,
+        "Comma-separated host names the service answers to besides `WIDGET_PUBLIC_URL`'s "
+        "(`.example.org` allows its subdomains). With either set, any other `Host` gets 400; "
+        "with neither, every `Host` is accepted and links follow it.",
     ),
     Setting(
         "EVENTS_HEARTBEAT",
@@ -313,7 +355,9 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> Non
             '(make one with: python -c "import secrets; print(secrets.token_urlsafe(32))")'
         )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.config["PUBLIC_URL"] = app.config["PUBLIC_URL"].rstrip("/")
+    hosts = trusted_hosts(app.config["PUBLIC_URL"], app.config["ALLOWED_HOSTS"])
+    if hosts:
+        app.config["TRUSTED_HOSTS"] = hosts
     app.config["DATA_DIR"] = str(Path(app.config["DATA_DIR"]).expanduser().resolve())
     if not app.config["SECRET_KEY"]:
         if app.config["REDIS_URL"] and not app.config.get("EMBEDDED_REDIS"):
@@ -324,6 +368,22 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> Non
         app.config["SECRET_KEY"] = demo_secret(Path(app.config["DATA_DIR"]))
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Strict")
+
+
+# Always answered when a host list is in force: health checks and tools on the machine.
+# (Werkzeug cannot match IPv6 literals in the list.)
+LOCAL_HOSTS = ("localhost", "127.0.0.1")
+
+
+def trusted_hosts(public_url: str, allowed_hosts: tuple[str, ...]) -> list[str]:
+    """Flask's ``TRUSTED_HOSTS``: the public URL's host and the allowed hosts (empty: any)."""
+    hosts = [*allowed_hosts]
+    public_host = urlsplit(public_url).hostname if public_url else None
+    if public_host:
+        hosts.insert(0, public_host)
+    if not hosts:
+        return []
+    return list(dict.fromkeys([*hosts, *LOCAL_HOSTS]))
 
 
 def demo_secret(data_dir: Path) -> str:

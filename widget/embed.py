@@ -2,12 +2,13 @@
 
 * ``/embed.js``: the loader allied sites paste (``static/embed.js``), revalidated on every
   use so a fix reaches every site at once.
-* ``/embed/<id>``: the widget page the loader frames. ``frame-ancestors`` comes from the
-  allowlist; everything else is ``'self'`` only, with no inline script or style. The
+* ``/embed/<id>``: the widget page the loader frames. ``frame-ancestors`` is ``'self'``
+  plus the allied origin the loader names in ``?origin=``, when it is allowlisted;
+  everything else is ``'self'`` only, with no inline script or style. The
   language, theme and layout come from the query string the loader builds; a ``Link``
   header preloads its stylesheet and script.
 * ``/s/<id>``: the hosted statement page, whose form also works without JavaScript
-  (a POST carrying a signed, time-limited token; no cookie is ever set).
+  (a POST carrying a signed, time-limited, single-use token; no cookie is ever set).
 * ``/demo``: an example allied page from ``embed/``, and ``/`` a landing page.
 
 Static files under ``/static`` are fingerprinted (``?v=<hash>``) and cached for a year
@@ -45,7 +46,7 @@ from .links import absolute, statement_url
 from .metrics import record_outcome
 from .resources import EMBED_SITE_DIR, STATIC_DIR
 from .statements import Statement
-from .validation import COUNTRY_CODES, MAX_NAME, EndorsementInput, validate_endorsement
+from .validation import COUNTRY_CODES, EndorsementInput, name_problem, validate_endorsement
 
 
 class AssetBlueprint(Blueprint):
@@ -107,6 +108,8 @@ SCRIPT_KEYS = (
 @cache
 def asset_digest(filename: str) -> str:
     """A short content hash of ``static/<filename>`` (cached per process)."""
+    if "\x00" in filename:
+        return ""
     path = (STATIC_DIR / filename).resolve()
     if STATIC_DIR.resolve() not in path.parents or not path.is_file():
         return ""
@@ -126,7 +129,7 @@ def template_helpers() -> dict[str, Any]:
 @bp.after_request
 def security_headers(response: Response) -> Response:
     response.headers["X-Content-Type-Options"] = "nosniff"
-    if request.endpoint in ("embed.static", "embed.loader"):
+    if request.endpoint in ("embed.static", "embed.loader") and response.status_code < 400:
         response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
         filename = (request.view_args or {}).get("filename", "")
         version = request.args.get("v")
@@ -141,6 +144,8 @@ def security_headers(response: Response) -> Response:
 
 def send_static(folder: Any, filename: str, mimetype: str | None = None) -> Response:
     """A file, revalidated on each use; a ``static/`` one with its content hash as ETag."""
+    if "\x00" in filename:
+        abort(404)  # no such file can exist; the filesystem calls would raise ValueError
     digest = asset_digest(filename) if folder == STATIC_DIR else ""
     response = _send_from_directory(
         folder, filename, mimetype=mimetype, etag=digest or True, max_age=None
@@ -221,8 +226,10 @@ def widget(statement_id: str) -> Response:
         frame_title=t("frame_title", title=context["text"].title),
         **context,
     )
-    policy = f"{SELF_POLICY}; frame-ancestors {get_allowlist().frame_ancestors()}"
-    response = html_response(html, 200, policy)
+    # The loader names the ally in ?origin=; being part of the URL, it is part of every
+    # cache's key, so one ally's policy is never served to another.
+    ancestors = get_allowlist().frame_ancestors(request.args.get("origin"))
+    response = html_response(html, 200, f"{SELF_POLICY}; frame-ancestors {ancestors}")
     response.headers["Cache-Control"] = "public, max-age=10"
     response.headers["Vary"] = "Accept-Language"
     # Fetch the render-blocking stylesheet (and the script) once the response commits,
@@ -258,13 +265,9 @@ def field_errors(body: dict[str, Any], errors: dict[str, str]) -> dict[str, str]
     keys: dict[str, str] = {}
     for field in errors:
         if field == "name":
-            name = str(body.get("name") or "").strip()
-            keys[field] = (
-                "err_name"
-                if not name
-                else "err_name_long"
-                if len(name) > MAX_NAME
-                else "err_name_chars"
+            problem = name_problem(body.get("name"))
+            keys[field] = {"long": "err_name_long", "chars": "err_name_chars"}.get(
+                str(problem), "err_name"
             )
         elif field == "email":
             email = str(body.get("email") or "").strip()
@@ -355,6 +358,11 @@ def endorse_form(statement_id: str) -> Response:
             message=t("err_fix"),
         )
     try:
+        # Single use: a token already spent (a replay, a second tab) counts nothing.
+        if not get_store().use_form_token(statement.id, form["token"], FORM_TOKEN_MAX_AGE):
+            return render_statement_page(
+                statement, t, status=400, values=values, message=t("err_expired")
+            )
         result = record_endorsement(statement, data, pow_required=False)
     except Problem as problem:
         if problem.code == 409:

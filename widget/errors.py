@@ -2,7 +2,8 @@
 
 Views raise ``Problem`` (or any Werkzeug ``HTTPException``); Redis failures become 503,
 rate limits 429 with ``Retry-After``. Pages meant for people (``/s/``, ``/embed/``,
-``/admin``) get a small escaped HTML page instead, unless the client asks for JSON.
+``/admin``) get a small escaped HTML page instead, unless the client asks for JSON;
+assets (``/static/``, ``/embed.js``) get problem+json like the API.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from flask_limiter import RateLimitExceeded
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:undersign:problem:"
@@ -53,7 +54,7 @@ class Problem(HTTPException):
 
 
 def wants_json() -> bool:
-    if request.path.startswith(("/api/", "/healthz", "/metrics")):
+    if request.path.startswith(("/api/", "/healthz", "/metrics", "/static/", "/embed.js")):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json", PROBLEM_JSON])
     return best in ("application/json", PROBLEM_JSON)
@@ -65,9 +66,11 @@ def problem_response(
     title: str,
     detail: str,
     headers: dict[str, str] | None = None,
+    *,
+    force_json: bool = False,
     **extensions: Any,
 ) -> Response:
-    if not wants_json():
+    if not (force_json or wants_json()):
         html = render_template_string(_HTML, title=title, detail=detail)
         response = Response(html, status=status, mimetype="text/html")
     else:
@@ -91,6 +94,17 @@ def _slug(exc: HTTPException) -> str:
 
 
 def handle_http_exception(exc: HTTPException) -> Response:
+    if isinstance(exc, SecurityError):
+        # Werkzeug raises it for a Host outside TRUSTED_HOSTS. Not a page for people, and
+        # the HTML page would build URLs from that very host.
+        return problem_response(
+            400,
+            "unknown-host",
+            "Unknown host",
+            "This service does not answer to that Host. The operator lists its host names "
+            "in WIDGET_PUBLIC_URL and WIDGET_ALLOWED_HOSTS.",
+            force_json=True,
+        )
     if isinstance(exc, Problem):
         return problem_response(
             exc.code or 500, exc.slug, exc.title, exc.detail, exc.extra_headers, **exc.extensions

@@ -5,10 +5,16 @@ session, origin check, CORS, limiter and metrics hooks, which cost more than the
 itself. ``CountFastPath`` answers the common case before Flask with the very same bytes:
 
 * It answers only what it has seen Flask answer: the headers of a 200 for a given
-  ``Origin`` (none, an allied one, the service's own) are learned from a real Flask
-  response, then replayed with the new count, body and ETag. Anything else (another
-  method, an unknown id, a new origin, a query it cannot judge, an ``If-None-Match``
-  other than the current ETag) goes to Flask, which stays the one source of truth.
+  ``Origin`` (none, an allied one, the service's own as the checked host makes it) are
+  learned from a real Flask response, then replayed with the new count, body and ETag.
+  Anything else (another method, an unknown id, a foreign origin, a query, an
+  ``If-None-Match`` other than the current ETag, a ``Host`` outside ``TRUSTED_HOSTS``)
+  goes to Flask, which stays the one source of truth.
+* What is learned is keyed only by what legitimately changes the answer (the Origin,
+  which is allowlisted or the service's own), kept in a small LRU table that clients
+  cannot fill for good, and never learned from or replayed to a request carrying a
+  header that would change Flask's answer (CORS request headers, cookies, credentials,
+  other conditionals): from a learned answer, only the expected headers are kept.
 * The count comes from the live hub's memory only while it is fresh (see
   ``live.Hub.fresh_count``); otherwise Flask reads Redis, with its usual 503 on outage.
 * The request still lands in the latency histogram under the Flask endpoint's name.
@@ -19,12 +25,17 @@ itself. ``CountFastPath`` answers the common case before Flask with the very sam
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import SecurityError
+from werkzeug.wsgi import get_host
 
 from .metrics import LATENCY
 
 if TYPE_CHECKING:
+    from .limits import Allowlist
     from .live import Hub
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -34,19 +45,44 @@ SUFFIX = "/count"
 ENDPOINT = "api.show_count"
 # Replayed as learned; the rest depend on the count or the status.
 REGENERATED = {"content-length", "etag"}
-MAX_LEARNED = 32  # Origin and Host come from clients: keep what is learned bounded
+# The only headers a learned answer may carry: anything else (a cookie, a private-network
+# grant echoed for one client) would be replayed to everyone.
+LEARNABLE = {
+    "content-type",
+    "cache-control",
+    "vary",
+    "access-control-allow-origin",
+    "access-control-expose-headers",
+}
+# Request headers that change Flask's answer beyond what the key holds.
+ALTERING = ("HTTP_ACCESS_CONTROL_", "HTTP_COOKIE", "HTTP_AUTHORIZATION", "HTTP_IF_", "HTTP_RANGE")
+MAX_LEARNED = 64  # least recently used answers go first: clients cannot pin the table
+
+
+Key = tuple[str, str]
 
 
 class CountFastPath:
     """WSGI middleware: count reads from memory, with headers learned from Flask."""
 
-    def __init__(self, wsgi_app: WSGIApp, hub: Hub, statement_ids: Iterable[str]) -> None:
+    def __init__(
+        self,
+        wsgi_app: WSGIApp,
+        hub: Hub,
+        statement_ids: Iterable[str],
+        allowlist: Allowlist,
+        public_origin: str = "",
+        trusted_hosts: list[str] | None = None,
+    ) -> None:
         self.wsgi_app = wsgi_app
         self.hub = hub
         self.statement_ids = frozenset(statement_ids)
+        self.allowlist = allowlist
+        self.public_origin = public_origin.lower()
+        self.trusted_hosts = trusted_hosts or None
         # What Flask's answer depends on (see _key) -> headers of its 200, less the
-        # regenerated ones.
-        self.learned: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+        # regenerated ones; most recently used last.
+        self.learned: OrderedDict[Key, list[tuple[str, str]]] = OrderedDict()
         self.answered = 0  # requests answered here, for tests and curiosity
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -55,6 +91,8 @@ class CountFastPath:
             return self.wsgi_app(environ, start_response)
         started = time.perf_counter()
         key = self._key(environ)
+        if key is None:
+            return self.wsgi_app(environ, start_response)
         headers = self.learned.get(key)
         count = self.hub.fresh_count(statement_id) if headers is not None else None
         if headers is None or count is None:
@@ -63,6 +101,7 @@ class CountFastPath:
         if_none_match = environ.get("HTTP_IF_NONE_MATCH")
         if if_none_match is not None and if_none_match != etag:
             return self.wsgi_app(environ, start_response)  # lists, weak tags, *: Flask
+        self.learned.move_to_end(key)
         if if_none_match == etag:
             status, body = "304 NOT MODIFIED", b""
             out = [(k, v) for k, v in headers if k.lower() != "content-type"]
@@ -85,29 +124,50 @@ class CountFastPath:
         statement_id = path[len(PREFIX) : -len(SUFFIX)]
         return statement_id if statement_id in self.statement_ids else None
 
-    @staticmethod
-    def _key(environ: dict[str, Any]) -> tuple[Any, ...]:
-        """Everything Flask's count answer depends on besides the count: the Origin (CORS,
-        the 403 check) and what decides the service's own origin (scheme and host, also
-        as forwarded by trusted proxies)."""
-        return (
-            environ.get("HTTP_ORIGIN"),
-            environ.get("wsgi.url_scheme"),
-            environ.get("HTTP_HOST"),
-            environ.get("HTTP_X_FORWARDED_HOST"),
-            environ.get("HTTP_X_FORWARDED_PROTO"),
-            environ.get("HTTP_X_FORWARDED_PORT"),
-            environ.get("HTTP_X_FORWARDED_PREFIX"),
-        )
+    def _key(self, environ: dict[str, Any]) -> Key | None:
+        """What Flask's count answer depends on besides the count, or None when this
+        request is Flask's to answer: the Origin, when it is absent, allied or the
+        service's own (CORS and the 403 check depend on it). The host only decides
+        which origin is our own, and whether Flask refuses it (``TRUSTED_HOSTS``)."""
+        for name in environ:
+            if name.startswith(ALTERING) and name != "HTTP_IF_NONE_MATCH":
+                return None
+        try:
+            host = get_host(environ, self.trusted_hosts)
+        except SecurityError:
+            return None
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None:
+            return ("none", "")
+        if self.allowlist.allows(origin):
+            return ("ally", origin)
+        normalized = origin.lower().rstrip("/")
+        own = f"{environ.get('wsgi.url_scheme', 'http')}://{host}".lower()
+        if normalized in (own, self.public_origin):
+            return ("own", origin)
+        return None
 
-    def _learner(
-        self, key: tuple[Any, ...], start_response: Callable[..., Any]
-    ) -> Callable[..., Any]:
+    def _learner(self, key: Key, start_response: Callable[..., Any]) -> Callable[..., Any]:
         def learn(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
-            if status.startswith("200 ") and len(self.learned) < MAX_LEARNED:
-                kept = [(k, v) for k, v in headers if k.lower() not in REGENERATED]
-                if all(k.lower() != "set-cookie" for k, _ in kept):
-                    self.learned[key] = kept
+            kept = [(k, v) for k, v in headers if k.lower() not in REGENERATED]
+            if status.startswith("200 ") and self._learnable(key, kept):
+                self.learned[key] = kept
+                self.learned.move_to_end(key)
+                while len(self.learned) > MAX_LEARNED:
+                    self.learned.popitem(last=False)
             return start_response(status, headers, *args)
 
         return learn
+
+    @staticmethod
+    def _learnable(key: Key, headers: list[tuple[str, str]]) -> bool:
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered not in LEARNABLE:
+                return False
+            # Without an Origin, flask-cors names the configured allies: nothing of the
+            # client's. With one, only that origin (or *) may be echoed.
+            echoed = lowered == "access-control-allow-origin" and key[0] != "none"
+            if echoed and value not in ("*", key[1]):
+                return False
+        return True

@@ -3,6 +3,8 @@
 Use it directly with ``gunicorn -c python:widget.gunicorn_conf 'widget:create_app()'``.
 gevent workers keep thousands of idle event streams open cheaply; ``WEB_CONCURRENCY``
 sets the number of worker processes (default: one per CPU, at least two).
+Gunicorn believes ``X-Forwarded-Proto`` (and its other forwarder headers) only from the
+proxies in ``WIDGET_TRUSTED_PROXIES``, the same list the app uses.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from widget.proxies import LOOPBACK, parse_trusted_proxies
 
 bind = [os.environ.get("BIND", "127.0.0.1:8000")]
 workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count())))
@@ -23,7 +27,7 @@ graceful_timeout = 10
 accesslog = None  # access logs would carry client addresses; keep them off
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
-forwarded_allow_ips = "*"  # the app decides whom to trust with WIDGET_TRUSTED_PROXIES
+forwarded_allow_ips = str(parse_trusted_proxies(os.environ.get("WIDGET_TRUSTED_PROXIES", LOOPBACK)))
 proc_name = "undersign"
 # gunicorn 27 opens a control socket at one fixed path per user; several instances on a
 # host would fight over it, and nothing here uses it.
@@ -70,7 +74,35 @@ def post_worker_init(worker: Any) -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
+HOST_WARNING = """
+  ************************************************************************************
+  WARNING: WIDGET_PUBLIC_URL is not set. {what}
+  Set WIDGET_PUBLIC_URL=https://your.public.host in production.
+  ************************************************************************************
+"""
+
+
+def host_warning() -> str | None:
+    """The loud startup warning when links would be built from the request's Host."""
+    if os.environ.get("WIDGET_PUBLIC_URL", "").strip():
+        return None
+    if os.environ.get("WIDGET_ALLOWED_HOSTS", "").strip():
+        what = (
+            "Links and the paste snippet take their host from each request\n"
+            "  (one of WIDGET_ALLOWED_HOSTS)."
+        )
+    else:
+        what = (
+            "Every Host header is accepted and links and the paste snippet are built from it,\n"
+            "  so anyone can make the service hand out links to another host."
+        )
+    return HOST_WARNING.format(what=what)
+
+
 def when_ready(server: Any) -> None:
+    warning = host_warning()
+    if warning:
+        server.log.warning(warning)
     for address in server.cfg.bind:
         base = f"http://{address}"
         server.log.info("Undersign is ready at %s  (demo allied page: %s/demo)", base, base)

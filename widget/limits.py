@@ -1,18 +1,18 @@
-"""Who may call and how often: the origin allowlist, CORS, proxies, rate limits, and the
-proof of work.
+"""Who may call and how often: the origin allowlist, CORS, rate limits, and the proof of
+work.
 
 One ``Allowlist`` built from ``WIDGET_ALLOWED_ORIGINS`` serves both CORS for the public
-API and ``frame-ancestors`` for the widget iframe. A browser request to ``/api/`` whose
-``Origin`` is neither allowlisted nor the service's own is refused with 403 before any
-view runs.
+API and ``frame-ancestors`` for the widget iframe (per request: only the ally asking). A
+browser request to ``/api/`` whose ``Origin`` is neither allowlisted nor the service's
+own is refused with 403 before any view runs.
 
 Endorsements through the API are limited by four tiers that the store checks in the same
 atomic step as the endorsement (``abuse.tiers``); flask-limiter, on the same Redis with
 sliding-window counters, limits everything else: the no-JavaScript form, proof-of-work
-challenges. Every limiter key is a hash of the client's address (an IPv6 client by its
-/64) under the day's random salt (``privacy.DailySalt``), never the address itself.
-Failed admin authentications are braked per client and overall on the same
-storage (``AuthBrake``).
+challenges, withdrawals. Every limiter key is a hash of the client's address (as
+``proxies`` found it; an IPv6 client by its /64) under the day's random salt
+(``privacy.DailySalt``), never the address itself. Failed admin authentications are
+braked per client and overall on the same storage (``AuthBrake``).
 """
 
 from __future__ import annotations
@@ -20,17 +20,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
 from flask import Flask, current_app, request
 from flask_cors import CORS
 from flask_limiter import Limiter
 from limits import RateLimitItem, parse_many
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .abuse import CLIENT_PREFIXES, TierLimits, network_of, windows
 from .db import limiter_storage_uri
 from .errors import Problem
+from .links import public_origin
 from .pow import ProofOfWork
 from .privacy import DailySalt
 
@@ -49,10 +48,13 @@ class Allowlist:
             return False
         return self.any or origin.lower().rstrip("/") in self.origins
 
-    def frame_ancestors(self) -> str:
+    def frame_ancestors(self, origin: str | None) -> str:
+        """``'self'`` and the one allied origin asking (never the whole list: it would
+        tell anyone who every ally is); ``*`` when any origin is allowed."""
         if self.any:
             return "*"
-        return " ".join(["'self'", *self.origins])
+        wanted = (origin or "").lower().rstrip("/")
+        return " ".join(["'self'", *(o for o in self.origins if o == wanted)])
 
     def cors_origins(self) -> list[str] | str:
         return "*" if self.any else list(self.origins)
@@ -66,10 +68,9 @@ def get_allowlist() -> Allowlist:
 def own_origins() -> set[str]:
     """The service's own origin as this request sees it, and as WIDGET_PUBLIC_URL says."""
     origins = {request.host_url.rstrip("/").lower()}
-    public = current_app.config["PUBLIC_URL"]
+    public = public_origin(current_app.config["PUBLIC_URL"])
     if public:
-        parts = urlsplit(public)
-        origins.add(f"{parts.scheme}://{parts.netloc}".lower())
+        origins.add(public)
     return origins
 
 
@@ -204,12 +205,6 @@ def get_auth_brake() -> AuthBrake:
 def init_app(app: Flask) -> None:
     """Wire proxies, the allowlist, CORS, the limits and the proof of work; call after the
     blueprints exist."""
-    proxies = app.config["TRUSTED_PROXIES"]
-    if proxies > 0:
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
-        )
-
     allowlist = Allowlist(app.config["ALLOWED_ORIGINS"])
     app.extensions["undersign.allowlist"] = allowlist
     app.before_request(check_origin)

@@ -29,3 +29,11 @@ def normalize_origin(value: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
     return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def public_origin(public_url: str) -> str:
+    """``https://sign.example.org/base`` -> ``https://sign.example.org`` ("" when unset)."""
+    if not public_url:
+        return ""
+    parts = urlsplit(public_url)
+    return f"{parts.scheme}://{parts.netloc}".lower()

@@ -1,14 +1,26 @@
 """The OpenAPI 3.1 description of the public API (``/api/v1/openapi.json``).
 
 ``tests/test_openapi.py`` keeps it true: every public route is documented, every
-documented path exists, and live responses carry exactly the documented fields.
+documented path exists, and live responses carry exactly the documented fields;
+``tests/test_schemathesis.py`` checks that the API accepts exactly what it describes. The
+request rules come from ``validation``, so the document and the checks cannot drift.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .validation import MAX_NAME
+from .validation import (
+    COUNTRY_CODES,
+    EMAIL_PATTERN,
+    FORBIDDEN,
+    LANG_PATTERN,
+    MAX_EMAIL,
+    MAX_NAME,
+    MAX_SOURCE,
+    SPECIAL_USE_EMAIL,
+    letter_class,
+)
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 ID_PARAM = {
@@ -23,13 +35,18 @@ def TEXT(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
-def INT_PARAM(name: str, description: str, required: bool) -> dict[str, Any]:
+def INT_PARAM(
+    name: str, description: str, required: bool, minimum: int = 0, maximum: int | None = None
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": minimum}
+    if maximum is not None:
+        schema["maximum"] = maximum
     return {
         "name": name,
         "in": "query",
         "required": required,
         "description": description,
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": schema,
     }
 
 
@@ -275,7 +292,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         ID_PARAM,
                         INT_PARAM("start", "The first entry's index (default 0)", False),
-                        INT_PARAM("limit", "How many entries, 1 to 1000 (default 1000)", False),
+                        INT_PARAM("limit", "How many entries (default 1000)", False, 1, 1000),
                     ],
                     "responses": {
                         "200": {
@@ -292,7 +309,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         ID_PARAM,
                         INT_PARAM("index", "The entry", True),
-                        INT_PARAM("size", "The tree size, at most the sealed size", True),
+                        INT_PARAM("size", "The tree size, at most the sealed size", True, 1),
                     ],
                     "responses": {
                         "200": _json("InclusionProof", "The proof"),
@@ -305,8 +322,8 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "RFC 9162 consistency proof between two tree sizes",
                     "parameters": [
                         ID_PARAM,
-                        INT_PARAM("from", "The older size (at least 1)", True),
-                        INT_PARAM("to", "The newer size, at most the sealed size", True),
+                        INT_PARAM("from", "The older size", True, 1),
+                        INT_PARAM("to", "The newer size, at most the sealed size", True, 1),
                     ],
                     "responses": {
                         "200": _json("ConsistencyProof", "The proof"),
@@ -481,24 +498,56 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["name", "email", "consent"],
                     "properties": {
-                        "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
-                        "email": {"type": "string", "format": "email", "maxLength": 254},
-                        "country": {
+                        "name": {
                             "type": "string",
-                            "description": "ISO 3166-1 alpha-2, optional",
-                            "pattern": "^[A-Za-z]{2}$",
+                            "minLength": 1,
+                            "maxLength": MAX_NAME,
+                            "pattern": letter_class(),
+                            "not": {"pattern": FORBIDDEN},
+                            "description": (
+                                "At least one letter (any script); no control characters, "
+                                "line separators, bidi overrides or lone surrogates. Stored "
+                                "trimmed, NFKC-normalised, without invisible code points."
+                            ),
+                        },
+                        "email": {
+                            "type": "string",
+                            "format": "email",
+                            "maxLength": MAX_EMAIL,
+                            "pattern": EMAIL_PATTERN,
+                            "not": {"pattern": SPECIAL_USE_EMAIL},
+                            "description": (
+                                "An email address (its syntax checked by email-validator, "
+                                "without DNS); surrounding whitespace is trimmed. Kept only "
+                                "as a keyed hash, to refuse a second endorsement."
+                            ),
+                        },
+                        "country": {
+                            "enum": [
+                                None,
+                                "",
+                                *sorted(COUNTRY_CODES),
+                                *sorted(c.lower() for c in COUNTRY_CODES),
+                            ],
+                            "description": (
+                                "ISO 3166-1 alpha-2 code (upper or lower case); optional: "
+                                "leave it out, null or empty"
+                            ),
                         },
                         "consent": {"const": True},
                         "public": {
                             "type": "boolean",
-                            "description": "Show the first name in recent endorsers",
+                            "description": ("Show the first name and country in recent endorsers"),
                         },
                         "source": {
                             "type": "string",
+                            "maxLength": MAX_SOURCE,
+                            "not": {"pattern": FORBIDDEN},
                             "description": "Allied page origin, sent by the widget iframe",
                         },
                         "lang": {
                             "type": "string",
+                            "pattern": LANG_PATTERN,
                             "description": (
                                 "The language of the statement text shown (the log records "
                                 "that version); default the original"
@@ -512,10 +561,10 @@ def openapi_document() -> dict[str, Any]:
                             ),
                         },
                         "website": {
-                            "type": "string",
                             "description": (
-                                "Leave empty or leave out: a field people never see (a "
-                                "non-empty one is answered like a success and not counted)"
+                                "Leave empty or leave out: a field people never see. Any "
+                                "non-empty value, of any type, marks a machine: it is "
+                                "answered like a success and nothing is counted"
                             ),
                         },
                     },
@@ -615,10 +664,21 @@ def openapi_document() -> dict[str, Any]:
                                 "properties": {
                                     "name": {
                                         "type": ["string", "null"],
-                                        "description": "First name, only if they chose it",
+                                        "maxLength": 20,
+                                        "description": (
+                                            "First name (a one-word name: its initial), "
+                                            "only if they chose to be shown"
+                                        ),
                                     },
-                                    "country": {"type": ["string", "null"]},
-                                    "time": {"type": "string", "format": "date-time"},
+                                    "country": {
+                                        "type": ["string", "null"],
+                                        "description": "Only if they chose to be shown",
+                                    },
+                                    "time": {
+                                        "type": "string",
+                                        "format": "date-time",
+                                        "description": "To the minute (seconds are 00)",
+                                    },
                                 },
                             },
                         },

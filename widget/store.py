@@ -12,6 +12,7 @@ Cluster keeps them in one slot and a single Lua script can touch them all::
     us:{id}:state        hash     operator overrides (closed=1, closed_by, closed_at)
     us:{id}:struck       hash     stream entry id -> JSON {by, at, reason}
     us:{id}:events       channel  pub/sub: the new count after each change
+    us:{id}:form:<sha256>  string  a no-JS form token already used (expires with it)
     us:{id}:pow:<nonce>  string   a used proof-of-work solution, until its challenge expires
     us:{id}:rl:<tier>:<subject>:<seconds>:<window>
                          string   a rate-limit tier's count in one clock-aligned window
@@ -805,6 +806,13 @@ class Store:
 
     def _commit_key(self, statement_id: str, commit: str) -> str:
         return self.key(statement_id, f"rc:{_bucket(bytes.fromhex(commit))}")
+
+    def use_form_token(self, statement_id: str, token: str, lifetime: int) -> bool:
+        """Spend a no-JS form token: True the first time, False ever after (until it
+        expires anyway). Kept under a hash of the token, for as long as it is valid."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        key = self.key(statement_id, f"form:{digest}")
+        return bool(self.redis.set(key, "1", nx=True, ex=lifetime))
 
     def set_closed(self, statement_id: str, closed: bool, by: str = "operator") -> None:
         state = self.key(statement_id, "state")

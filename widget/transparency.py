@@ -42,6 +42,7 @@ from .tlog import tree
 from .tlog.entries import commitment
 from .tlog.note import SignerKey, generate_seed, log_key_name
 from .tlog.sealer import Sealer
+from .validation import first_name
 
 bp = Blueprint("transparency", __name__, url_prefix="/api/v1")
 
@@ -92,9 +93,7 @@ def get_sealer() -> Sealer:
 
 
 def shown_name(entry: LogEntry) -> str | None:
-    from .api import public_first_name
-
-    return public_first_name(entry.name) if entry.public else None
+    return first_name(entry.name) if entry.public else None
 
 
 # -- API ------------------------------------------------------------------------------------
@@ -104,11 +103,14 @@ def _int_arg(name: str, default: int | None = None) -> int:
     raw = request.args.get(name)
     if raw is None and default is not None:
         return default
-    if raw is None or not raw.isdigit() or len(raw) > 18:
+    try:
+        if raw is None or not raw.isascii() or not raw.isdigit():
+            raise ValueError(raw)
+        return int(raw)
+    except ValueError:
         raise Problem(
             400, "bad-argument", "Bad argument", f"{name} must be a whole number (0 or more)."
-        )
-    return int(raw)
+        ) from None
 
 
 def out_of_range(detail: str) -> Problem:
