@@ -62,6 +62,7 @@ from .errors import Problem
 from .export import export_lines
 from .sessions import AdminSession, SessionStore, token_binding
 from .statements import Statement
+from .surge import FACTOR, WINDOW_SECONDS, Rate
 
 api = Blueprint("admin_api", __name__, url_prefix="/api/v1/admin")
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -325,8 +326,47 @@ def stats(statement_id: str) -> Response:
             "by_source": data["by_source"],
             "by_country": data["by_country"],
             "timeline": data["timeline"],
+            "surge": surge_json(statement.id),
         }
     )
+
+
+def _rate_json(rate: Rate) -> dict[str, Any]:
+    return {
+        "recent": round(rate.recent),
+        "usual": round(rate.usual, 1),
+        "threshold": round(rate.threshold, 1),
+        "surging": rate.surging,
+    }
+
+
+def surge_json(statement_id: str) -> dict[str, Any]:
+    """The statement's surge state for the console: its rate, its sources' (the busiest
+    ten and every surging one) and, during an alert, the countries of the last 5 minutes."""
+    store = get_store()
+    surge = store.surge(statement_id)
+    total = max(1.0, surge.statement.recent)
+    sources = [
+        {"source": source, **_rate_json(rate), "share": round(rate.recent / total, 3)}
+        for i, (source, rate) in enumerate(surge.sources.items())
+        if i < 10 or rate.surging
+    ]
+    countries: list[dict[str, Any]] = []
+    if surge.alert:
+        counts, read = store.recent_countries(statement_id)
+        countries = [
+            {"country": country or None, "recent": n, "share": round(n / max(1, read), 3)}
+            for country, n in list(counts.items())[:10]
+        ]
+    return {
+        "alert": surge.alert,
+        **_rate_json(surge.statement),
+        "floor": surge.floor,
+        "factor": FACTOR,
+        "window_seconds": WINDOW_SECONDS,
+        "sources": sources,
+        "countries": countries,
+    }
 
 
 @api.get("/statements/<statement_id>/endorsements")

@@ -200,6 +200,9 @@ def watch_command(interval: float, once: bool) -> None:
         pubsub.close()
 
 
+SURGING = "[bold red]▲ SURGING[/]"
+
+
 def watch_table(store: Store, registry: StatementRegistry) -> Table:
     from rich.table import Table
 
@@ -207,17 +210,41 @@ def watch_table(store: Store, registry: StatementRegistry) -> Table:
     table.add_column("Statement / allied site")
     table.add_column("Count", justify="right")
     table.add_column("Goal", justify="right")
+    table.add_column("Last 5 min", justify="right")
+    table.add_column("Surge")
     for statement in registry:
         stats = store.stats(statement.id)
+        surge = store.surge(statement.id)
         count = int(stats["count"])
         share = f"{count / statement.goal:.1%}"
+        mark = ""
+        if surge.statement.surging:
+            mark = SURGING
+        elif surge.alert:
+            mark = "[bold red]▲ a source is surging[/]"
         table.add_row(
-            f"[bold]{statement.id}[/]", f"[bold]{count:,}[/]", f"{share} of {statement.goal:,}"
+            f"[bold]{statement.id}[/]",
+            f"[bold]{count:,}[/]",
+            f"{share} of {statement.goal:,}",
+            f"{round(surge.statement.recent):,}",
+            mark,
         )
         by_source = sorted(stats["by_source"].items(), key=lambda kv: (-int(kv[1]), kv[0]))
+        listed = {source for source, n in by_source if int(n)}
+        for source in surge.sources:
+            if source not in listed:  # arrived lately, and every one of them struck
+                by_source.append((source, 0))
         for source, n in by_source:
-            if int(n):
-                table.add_row(f"  {source}", f"{int(n):,}", "")
+            rate = surge.sources.get(source)
+            if not int(n) and rate is None:
+                continue
+            table.add_row(
+                f"  {source}",
+                f"{int(n):,}",
+                "",
+                f"{round(rate.recent):,}" if rate else "0",
+                SURGING if rate and rate.surging else "",
+            )
     return table
 
 
