@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,7 @@ from flask import (
     Response,
     current_app,
     g,
+    json,
     jsonify,
     make_response,
     redirect,
@@ -48,6 +50,14 @@ from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
+from .abuse import (
+    MAX_REASON,
+    Block,
+    BlockError,
+    email_domain_block,
+    network_block,
+    parse_rfc3339,
+)
 from .adminauth import (
     TooManyFailures,
     admin_token,
@@ -56,10 +66,11 @@ from .adminauth import (
     record_failure,
     token_matches,
 )
-from .api import get_registry, get_statement
+from .api import get_blocks, get_registry, get_statement
 from .db import get_store
 from .errors import Problem
 from .export import export_lines
+from .privacy import derive_key
 from .sessions import AdminSession, SessionStore, token_binding
 from .statements import Statement
 from .surge import FACTOR, WINDOW_SECONDS, Rate
@@ -419,6 +430,137 @@ def strike(statement_id: str, entry_id: str) -> Response:
 @api.post("/statements/<statement_id>/endorsements/<entry_id>/unstrike")
 def unstrike(statement_id: str, entry_id: str) -> Response:
     return _moderate(statement_id, entry_id, False)
+
+
+# -- request bodies -------------------------------------------------------------------------
+
+
+def json_body() -> Any:
+    """The request's JSON body: 415 problem when it is not JSON, 400 when it is malformed."""
+    if not request.is_json:
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "Send a JSON object with 'Content-Type: application/json'.",
+        )
+    try:
+        return json.loads(request.get_data(cache=True))
+    except ValueError as exc:
+        raise Problem(
+            400, "malformed-json", "Malformed JSON", f"The body is not JSON: {exc}"
+        ) from None
+
+
+# -- block lists ------------------------------------------------------------------------------
+
+
+def _iso(epoch: int | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def block_json(block: Block) -> dict[str, Any]:
+    network = None
+    if block.kind == "network":
+        network = f"hashed /{block.prefix}" if block.hash else f"{block.network}/{block.prefix}"
+    return {
+        "id": block.id,
+        "network": network,
+        "ip_version": block.version or None,
+        "hashed": bool(block.hash),
+        "email_domain": block.domain or None,
+        "label": block.label,
+        "reason": block.reason,
+        "by": block.by,
+        "created": _iso(block.created),
+        "expires": _iso(block.expires),
+    }
+
+
+def current_blocks() -> list[Block]:
+    """Every live block, newest first (expired ones are forgotten first)."""
+    store = get_store()
+    store.prune_blocks()
+    now = time.time()
+    blocks = [Block.from_record(i, r) for i, r in store.blocks().items()]
+    return sorted((b for b in blocks if b.active(now)), key=lambda b: (-b.created, b.id))
+
+
+def block_problem(errors: dict[str, str]) -> Problem:
+    return Problem(
+        422,
+        "invalid-block",
+        "Invalid block",
+        "Some fields need attention: " + ", ".join(sorted(errors)) + ".",
+        errors=errors,
+    )
+
+
+def parse_block(body: Any, by: str) -> Block:
+    """A new block from a request body; 422 problem naming each bad field otherwise."""
+    if not isinstance(body, dict):
+        raise block_problem({"body": "Send a JSON object."})
+    errors: dict[str, str] = {}
+    network, domain = body.get("network"), body.get("email_domain")
+    fields: dict[str, Any] = {}
+    if (network is None) == (domain is None):
+        errors["network"] = "Give either a network or an email_domain (one of the two)."
+    elif network is not None:
+        try:
+            fields = {"kind": "network", **network_block(network, blocks_key())}
+        except BlockError as exc:
+            errors["network"] = str(exc)
+    else:
+        try:
+            fields = {"kind": "email_domain", "domain": email_domain_block(domain)}
+        except BlockError as exc:
+            errors["email_domain"] = str(exc)
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        errors["reason"] = f"Give a reason of at most {MAX_REASON} characters."
+    expires: int | None = None
+    if body.get("expires") is not None:
+        try:
+            expires = int(parse_rfc3339(body["expires"]))
+        except ValueError as exc:
+            errors["expires"] = str(exc)
+        else:
+            if expires <= time.time():
+                errors["expires"] = "That time has passed; leave expires out for no expiry."
+    if errors:
+        raise block_problem(errors)
+    record = {**fields, "reason": str(reason).strip(), "by": by, "created": int(time.time())}
+    record["expires"] = expires
+    return Block.from_record("", record)
+
+
+def blocks_key() -> bytes:
+    return derive_key(current_app.config["SECRET_KEY"], "blocks")
+
+
+@api.get("/blocks")
+def list_blocks() -> Response:
+    return jsonify({"blocks": [block_json(b) for b in current_blocks()]})
+
+
+@api.post("/blocks")
+def add_block() -> tuple[Response, int]:
+    block = parse_block(json_body(), actor())
+    store = get_store()
+    store.prune_blocks()
+    block_id = store.add_block(block.record())
+    get_blocks().invalidate()
+    return jsonify(block_json(Block.from_record(block_id, block.record()))), 201
+
+
+@api.delete("/blocks/<block_id>")
+def remove_block(block_id: str) -> Response:
+    if not get_store().remove_block(block_id):
+        raise Problem(404, "block-not-found", "Block not found", f"There is no block {block_id!r}.")
+    get_blocks().invalidate()
+    return jsonify({"id": block_id, "removed": True})
 
 
 def _export(statement_id: str, fmt: str) -> Response:

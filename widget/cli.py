@@ -8,7 +8,7 @@ settings and talk to its Redis.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask.cli import ScriptInfo, with_appcontext
@@ -248,6 +248,80 @@ def watch_table(store: Store, registry: StatementRegistry) -> Table:
     return table
 
 
+def _problem_text(problem: Any) -> str:
+    errors = problem.extensions.get("errors") or {}
+    if errors:
+        return "; ".join(f"{field}: {message}" for field, message in errors.items())
+    return str(problem.detail)
+
+
+@click.group("block")
+def block_group() -> None:
+    """Block lists: client networks and email domains whose endorsements are refused."""
+
+
+@block_group.command("list")
+@with_appcontext
+def block_list_command() -> None:
+    """List the blocks in force (expired ones are forgotten)."""
+    from .admin import block_json, current_blocks
+
+    blocks = current_blocks()
+    if not blocks:
+        click.echo("No blocks.")
+        return
+    for block in blocks:
+        item = block_json(block)
+        until = f"until {item['expires']}" if item["expires"] else "no expiry"
+        why = f"  {item['reason']}" if item["reason"] else ""
+        click.echo(f"{item['id']}  {item['label']:<28}  {until:<30}  by {item['by']}{why}")
+
+
+@block_group.command("add")
+@click.option(
+    "--network",
+    metavar="CIDR",
+    help="A client network (203.0.113.0/24, 2001:db8::/48) or one address.",
+)
+@click.option("--email-domain", metavar="DOMAIN", help="An email domain; its subdomains too.")
+@click.option("--reason", default="", help="Why (kept with the block, shown to operators only).")
+@click.option("--expires", metavar="RFC3339", help="When the block ends (2026-12-01T00:00:00Z).")
+@with_appcontext
+def block_add_command(
+    network: str | None, email_domain: str | None, reason: str, expires: str | None
+) -> None:
+    """Refuse endorsements from a network or an email domain (403)."""
+    from .admin import block_json, parse_block
+    from .db import get_store
+    from .errors import Problem
+
+    body = {"network": network, "email_domain": email_domain, "reason": reason}
+    if expires:
+        body["expires"] = expires
+    try:
+        block = parse_block(body, "cli")
+    except Problem as problem:
+        raise click.ClickException(_problem_text(problem)) from None
+    store = get_store()
+    store.prune_blocks()
+    block_id = store.add_block(block.record())
+    item = block_json(type(block).from_record(block_id, block.record()))
+    until = f" until {item['expires']}" if item["expires"] else ""
+    click.echo(f"Blocked {item['label']}{until} (block {block_id}).")
+
+
+@block_group.command("remove")
+@click.argument("block_id")
+@with_appcontext
+def block_remove_command(block_id: str) -> None:
+    """Lift block BLOCK_ID (every process applies it within 2 seconds)."""
+    from .db import get_store
+
+    if not get_store().remove_block(block_id):
+        raise click.ClickException(f"no block {block_id!r}")
+    click.echo(f"Removed block {block_id}.")
+
+
 @click.group("sessions")
 def sessions_group() -> None:
     """Operator console sessions."""
@@ -320,6 +394,7 @@ COMMANDS: list[click.Command] = [
     export_command,
     strike_command,
     unstrike_command,
+    block_group,
     open_command,
     close_command,
     sessions_group,
