@@ -173,3 +173,41 @@ def test_block_errors(redis_server, redis_client):
         assert result.exit_code != 0, args
         assert words in result.output, result.output
     assert redis_client.exists("us:blocks") == 0
+
+
+def test_strike_bulk_dry_run_strike_and_undo(run, endorsed, client):
+    for i in range(3):
+        body = {"name": f"Other {i}", "email": f"o{i}@example.org", "consent": True}
+        assert client.post(ENDORSE, json={**body, "country": "DE"}).status_code == 201
+    dry = run("strike-bulk", STATEMENT, "--country", "kz", "--dry-run")
+    found = re.fullmatch(
+        r"5 endorsements match \(entries up to (\d+-\d+)\); nothing changed\.\n", dry
+    )
+    assert found, dry
+    assert run("count", STATEMENT).strip() == "8"
+    struck = run("strike-bulk", STATEMENT, "--country", "KZ", "--source", ALLY, "--reason", "farm")
+    found = re.search(r"Struck 5 of 5 matching; count is now 3\. Bulk ([0-9a-f]{12})", struck)
+    assert found, struck
+    bulk_id = found.group(1)
+    assert f"undersign undo-bulk {STATEMENT} {bulk_id}" in struck
+    again = run("strike-bulk", STATEMENT, "--country", "KZ", "--reason", "farm", "--dry-run")
+    assert again.startswith("0 endorsements match")
+    assert (
+        run("undo-bulk", STATEMENT, bulk_id) == f"Restored 5 of bulk {bulk_id}; count is now 8.\n"
+    )
+    assert "Restored 0" in run("undo-bulk", STATEMENT, bulk_id)
+
+
+def test_strike_bulk_errors(redis_server, redis_client):
+    env = {"WIDGET_REDIS_URL": redis_server.url, "WIDGET_SECRET_KEY": SECRET}
+    for args, words in (
+        (["strike-bulk", STATEMENT, "--reason", "x"], "filters:"),
+        (["strike-bulk", STATEMENT, "--country", "KZ"], "reason:"),
+        (["strike-bulk", STATEMENT, "--country", "XX", "--reason", "x"], "country:"),
+        (["strike-bulk", STATEMENT, "--since", "yesterday", "--dry-run"], "since:"),
+        (["strike-bulk", "nope", "--country", "KZ", "--dry-run"], "no statement"),
+        (["undo-bulk", STATEMENT, "0123456789ab"], "no bulk strike"),
+    ):
+        result = CliRunner(env=env).invoke(main, args)
+        assert result.exit_code != 0, args
+        assert words in result.output, (args, result.output)

@@ -73,7 +73,9 @@ from .export import export_lines
 from .privacy import derive_key
 from .sessions import AdminSession, SessionStore, token_binding
 from .statements import Statement
+from .store import ENTRY_ID, BulkFilter
 from .surge import FACTOR, WINDOW_SECONDS, Rate
+from .validation import COUNTRY_CODES
 
 api = Blueprint("admin_api", __name__, url_prefix="/api/v1/admin")
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -450,6 +452,101 @@ def json_body() -> Any:
         raise Problem(
             400, "malformed-json", "Malformed JSON", f"The body is not JSON: {exc}"
         ) from None
+
+
+# -- bulk moderation ------------------------------------------------------------------------
+
+
+def bulk_problem(errors: dict[str, str]) -> Problem:
+    return Problem(
+        422,
+        "invalid-bulk-strike",
+        "Invalid bulk strike",
+        "Some fields need attention: " + ", ".join(sorted(errors)) + ".",
+        errors=errors,
+    )
+
+
+def _minute_ms(epoch: float) -> int:
+    return int(epoch // 60 * 60 * 1000)
+
+
+def parse_bulk(body: Any) -> tuple[BulkFilter, str, bool, str | None]:
+    """(filter, reason, dry run, upto) from a strike-bulk body; 422 problem otherwise."""
+    if not isinstance(body, dict):
+        raise bulk_problem({"body": "Send a JSON object."})
+    errors: dict[str, str] = {}
+    source = body.get("source")
+    if source is not None and (not isinstance(source, str) or not 0 < len(source) <= 300):
+        errors["source"] = "Give the source exactly as listed (an allied origin or direct)."
+    country = body.get("country")
+    if country is not None:
+        if isinstance(country, str) and country.strip().upper() in COUNTRY_CODES:
+            country = country.strip().upper()
+        else:
+            errors["country"] = "Give an ISO 3166-1 alpha-2 country code, like KZ."
+    times: dict[str, int | None] = {"since": None, "until": None}
+    for name in times:
+        if body.get(name) is not None:
+            try:
+                times[name] = _minute_ms(parse_rfc3339(body[name]))
+            except ValueError as exc:
+                errors[name] = str(exc)
+    since, until = times["since"], times["until"]
+    if since is not None and until is not None and since > until:
+        errors["until"] = "until is before since."
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        errors["dry_run"] = "Give true or false."
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        errors["reason"] = f"Give a reason of at most {MAX_REASON} characters."
+    elif not reason.strip() and dry_run is False:
+        errors["reason"] = "Say why: the reason is kept with every endorsement struck."
+    upto = body.get("upto")
+    if upto is not None and (not isinstance(upto, str) or not ENTRY_ID.fullmatch(upto)):
+        errors["upto"] = "Give an endorsement id, as a dry run answers it."
+    if all(body.get(name) is None for name in ("source", "country", "since", "until")):
+        errors["filters"] = "Give at least one of source, country, since and until."
+    if errors:
+        raise bulk_problem(errors)
+    match = BulkFilter(source=source, country=country, since_ms=since, until_ms=until)
+    return match, str(reason).strip(), bool(dry_run), upto
+
+
+@api.post("/statements/<statement_id>/strike-bulk")
+def strike_bulk(statement_id: str) -> Response:
+    statement = get_statement(statement_id)
+    match, reason, dry_run, upto = parse_bulk(json_body())
+    store = get_store()
+    selection = store.bulk_select(statement.id, match, upto)
+    if dry_run:
+        return jsonify({"matched": len(selection.ids), "upto": selection.upto})
+    result = store.strike_bulk(statement.id, selection, by=actor(), reason=reason, match=match)
+    return jsonify(
+        {
+            "bulk_id": result.bulk_id,
+            "struck": result.changed,
+            "count": result.count,
+            "matched": len(selection.ids),
+            "upto": selection.upto,
+        }
+    )
+
+
+@api.post("/statements/<statement_id>/bulk/<bulk_id>/undo")
+def undo_bulk(statement_id: str, bulk_id: str) -> Response:
+    statement = get_statement(statement_id)
+    try:
+        result = get_store().undo_bulk(statement.id, bulk_id)
+    except KeyError:
+        raise Problem(
+            404,
+            "bulk-not-found",
+            "Bulk strike not found",
+            f"Statement {statement.id!r} has no bulk strike {bulk_id!r}.",
+        ) from None
+    return jsonify({"bulk_id": bulk_id, "restored": result.changed, "count": result.count})
 
 
 # -- block lists ------------------------------------------------------------------------------

@@ -322,6 +322,70 @@ def block_remove_command(block_id: str) -> None:
     click.echo(f"Removed block {block_id}.")
 
 
+@click.command("strike-bulk")
+@click.argument("statement_id")
+@click.option("--source", help="Only endorsements through this source (exactly as listed).")
+@click.option("--country", help="Only endorsements giving this country (ISO code).")
+@click.option("--since", metavar="RFC3339", help="Only endorsements from this minute on.")
+@click.option("--until", metavar="RFC3339", help="Only endorsements up to this minute.")
+@click.option(
+    "--upto", metavar="ENTRY_ID", help="Only entries up to this id (a dry run prints it)."
+)
+@click.option("--reason", default="", help="Why (kept with every endorsement struck).")
+@click.option("--dry-run", is_flag=True, help="Only say how many match; change nothing.")
+@with_appcontext
+def strike_bulk_command(
+    statement_id: str,
+    source: str | None,
+    country: str | None,
+    since: str | None,
+    until: str | None,
+    upto: str | None,
+    reason: str,
+    dry_run: bool,
+) -> None:
+    """Strike every endorsement of STATEMENT_ID that matches the filters (or count them)."""
+    from .admin import parse_bulk
+    from .db import get_store
+    from .errors import Problem
+
+    _known_statement(statement_id)
+    body: dict[str, Any] = {"source": source, "country": country, "since": since}
+    body |= {"until": until, "upto": upto, "reason": reason, "dry_run": dry_run}
+    try:
+        match, why, dry, last = parse_bulk(body)
+    except Problem as problem:
+        raise click.ClickException(_problem_text(problem)) from None
+    store = get_store()
+    selection = store.bulk_select(statement_id, match, last)
+    n = len(selection.ids)
+    if dry:
+        through = f" (entries up to {selection.upto})" if selection.upto else ""
+        click.echo(f"{n} endorsement{'' if n == 1 else 's'} match{through}; nothing changed.")
+        return
+    result = store.strike_bulk(statement_id, selection, by="cli", reason=why, match=match)
+    click.echo(
+        f"Struck {result.changed} of {n} matching; count is now {result.count}. "
+        f"Bulk {result.bulk_id}: undo with `undersign undo-bulk {statement_id} {result.bulk_id}`."
+    )
+
+
+@click.command("undo-bulk")
+@click.argument("statement_id")
+@click.argument("bulk_id")
+@with_appcontext
+def undo_bulk_command(statement_id: str, bulk_id: str) -> None:
+    """Restore what bulk strike BULK_ID struck (unless restored or struck again since)."""
+    from .db import get_store
+
+    _known_statement(statement_id)
+    try:
+        result = get_store().undo_bulk(statement_id, bulk_id)
+    except KeyError:
+        raise click.ClickException(f"no bulk strike {bulk_id!r} in {statement_id!r}") from None
+    click.echo(f"Restored {result.changed} of bulk {bulk_id}; count is now {result.count}.")
+
+
 @click.group("sessions")
 def sessions_group() -> None:
     """Operator console sessions."""
@@ -394,6 +458,8 @@ COMMANDS: list[click.Command] = [
     export_command,
     strike_command,
     unstrike_command,
+    strike_bulk_command,
+    undo_bulk_command,
     block_group,
     open_command,
     close_command,
