@@ -275,7 +275,7 @@ class Block:
     id: str
     kind: str  # "network" or "email_domain"
     reason: str = ""
-    created: int = 0
+    created: float = 0.0
     expires: int | None = None
     by: str = ""
     version: int = 0
@@ -291,7 +291,7 @@ class Block:
             id=block_id,
             kind=str(record.get("kind", "")),
             reason=str(record.get("reason", "")),
-            created=int(record.get("created", 0)),
+            created=float(record.get("created", 0)),
             expires=int(expires) if expires is not None else None,
             by=str(record.get("by", "")),
             version=int(record.get("version", 0)),

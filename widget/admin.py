@@ -552,7 +552,7 @@ def undo_bulk(statement_id: str, bulk_id: str) -> Response:
 # -- block lists ------------------------------------------------------------------------------
 
 
-def _iso(epoch: int | None) -> str | None:
+def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -628,7 +628,7 @@ def parse_block(body: Any, by: str) -> Block:
                 errors["expires"] = "That time has passed; leave expires out for no expiry."
     if errors:
         raise block_problem(errors)
-    record = {**fields, "reason": str(reason).strip(), "by": by, "created": int(time.time())}
+    record = {**fields, "reason": str(reason).strip(), "by": by, "created": time.time()}
     record["expires"] = expires
     return Block.from_record("", record)
 
@@ -787,13 +787,18 @@ def logout() -> BaseResponse:
 @bp.get("")
 def overview() -> str:
     statements = [_state(s) for s in get_registry()]
-    return render_template("admin/overview.html", statements=statements)
+    return render_template("admin/overview.html", statements=statements, active="statements")
 
 
 @bp.get("/s/<statement_id>")
 def dashboard(statement_id: str) -> str:
     statement = get_statement(statement_id)
     return render_template("admin/dashboard.html", s=_state(statement))
+
+
+@bp.get("/blocks")
+def blocks_page() -> str:
+    return render_template("admin/blocks.html", active="blocks")
 
 
 @bp.context_processor

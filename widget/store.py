@@ -637,20 +637,20 @@ class Store:
     def surging(self, statement_id: str) -> bool:
         """Whether the statement itself is surging: its endorsements in the last 5 minutes
         above ``surge.FACTOR`` times its usual rate and above the floor (see ``surge``).
-        One assessment is reused for ``SURGE_CACHE_SECONDS`` by this process."""
-        return self.surge(statement_id).statement.surging
-
-    def surge(self, statement_id: str, now: float | None = None) -> Surge:
-        """The statement's and its sources' rates; cached briefly unless ``now`` is given."""
-        if now is not None:
-            return assess(self.arrivals(statement_id, now), self.surge_floor)
+        Asked for every proof-of-work challenge, so one assessment is reused for
+        ``SURGE_CACHE_SECONDS`` by this process."""
         cached = self._surges.get(statement_id)
         clock = time.monotonic()
         if cached is not None and cached[0] > clock:
-            return cached[1]
-        found = assess(self.arrivals(statement_id, time.time()), self.surge_floor)
+            return cached[1].statement.surging
+        found = self.surge(statement_id)
         self._surges[statement_id] = (clock + SURGE_CACHE_SECONDS, found)
-        return found
+        return found.statement.surging
+
+    def surge(self, statement_id: str, now: float | None = None) -> Surge:
+        """The statement's and its sources' rates now (or at ``now``): one round trip."""
+        at = time.time() if now is None else now
+        return assess(self.arrivals(statement_id, at), self.surge_floor)
 
     def arrivals(self, statement_id: str, now: float) -> Arrivals:
         """The arrival buckets around ``now`` (one round trip), laid out as ``Arrivals``."""
