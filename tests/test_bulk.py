@@ -174,3 +174,16 @@ def test_console_bulk_needs_the_csrf_header(client: FlaskClient) -> None:
     undo_url = f"{ADMIN}/bulk/{done.get_json()['bulk_id']}/undo"
     assert client.post(undo_url).status_code == 401
     assert client.post(undo_url, headers=csrf).get_json()["restored"] == 2
+
+
+def test_bulk_while_the_log_is_prepared_is_503_and_changes_nothing(
+    client: FlaskClient, redis_client: Redis
+) -> None:
+    seed(client, 3)
+    before = stats(client)
+    redis_client.hdel(f"us:{{{STATEMENT}}}:state", "tlog")  # as during an upgrade
+    assert bulk(client, source=ALLY, dry_run=True).get_json()["matched"] == 2  # reads only
+    problem = assert_problem(bulk(client, source=ALLY, reason="x"), 503)
+    assert problem["type"].endswith("log-preparing")
+    assert stats(client) == before
+    assert not list(redis_client.scan_iter(f"us:{{{STATEMENT}}}:bulk:*"))

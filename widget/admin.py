@@ -73,8 +73,9 @@ from .export import export_lines
 from .privacy import derive_key
 from .sessions import AdminSession, SessionStore, token_binding
 from .statements import Statement
-from .store import ENTRY_ID, BulkFilter
+from .store import ENTRY_ID, BulkFilter, LogNotReady
 from .surge import FACTOR, WINDOW_SECONDS, Rate
+from .transparency import log_not_ready
 from .validation import COUNTRY_CODES
 
 api = Blueprint("admin_api", __name__, url_prefix="/api/v1/admin")
@@ -522,7 +523,10 @@ def strike_bulk(statement_id: str) -> Response:
     selection = store.bulk_select(statement.id, match, upto)
     if dry_run:
         return jsonify({"matched": len(selection.ids), "upto": selection.upto})
-    result = store.strike_bulk(statement.id, selection, by=actor(), reason=reason, match=match)
+    try:
+        result = store.strike_bulk(statement.id, selection, by=actor(), reason=reason, match=match)
+    except LogNotReady:
+        raise log_not_ready() from None
     return jsonify(
         {
             "bulk_id": result.bulk_id,
@@ -539,6 +543,8 @@ def undo_bulk(statement_id: str, bulk_id: str) -> Response:
     statement = get_statement(statement_id)
     try:
         result = get_store().undo_bulk(statement.id, bulk_id)
+    except LogNotReady:
+        raise log_not_ready() from None
     except KeyError:
         raise Problem(
             404,

@@ -201,6 +201,7 @@ def watch_command(interval: float, once: bool) -> None:
 
 
 SURGING = "[bold red]▲ SURGING[/]"
+NOT_READY = "the statement's transparency log is being prepared; nothing changed, try again"
 
 
 def watch_table(store: Store, registry: StatementRegistry) -> Table:
@@ -348,6 +349,7 @@ def strike_bulk_command(
     from .admin import parse_bulk
     from .db import get_store
     from .errors import Problem
+    from .store import LogNotReady
 
     _known_statement(statement_id)
     body: dict[str, Any] = {"source": source, "country": country, "since": since}
@@ -363,7 +365,10 @@ def strike_bulk_command(
         through = f" (entries up to {selection.upto})" if selection.upto else ""
         click.echo(f"{n} endorsement{'' if n == 1 else 's'} match{through}; nothing changed.")
         return
-    result = store.strike_bulk(statement_id, selection, by="cli", reason=why, match=match)
+    try:
+        result = store.strike_bulk(statement_id, selection, by="cli", reason=why, match=match)
+    except LogNotReady:
+        raise click.ClickException(NOT_READY) from None
     click.echo(
         f"Struck {result.changed} of {n} matching; count is now {result.count}. "
         f"Bulk {result.bulk_id}: undo with `undersign undo-bulk {statement_id} {result.bulk_id}`."
@@ -377,10 +382,13 @@ def strike_bulk_command(
 def undo_bulk_command(statement_id: str, bulk_id: str) -> None:
     """Restore what bulk strike BULK_ID struck (unless restored or struck again since)."""
     from .db import get_store
+    from .store import LogNotReady
 
     _known_statement(statement_id)
     try:
         result = get_store().undo_bulk(statement_id, bulk_id)
+    except LogNotReady:
+        raise click.ClickException(NOT_READY) from None
     except KeyError:
         raise click.ClickException(f"no bulk strike {bulk_id!r} in {statement_id!r}") from None
     click.echo(f"Restored {result.changed} of bulk {bulk_id}; count is now {result.count}.")
