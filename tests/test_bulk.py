@@ -116,6 +116,8 @@ def test_an_empty_record_matches_nothing(client: FlaskClient) -> None:
         ({"source": ALLY}, {"reason"}),
         ({"source": ALLY, "reason": "  "}, {"reason"}),
         ({"source": ALLY, "reason": "x" * 201}, {"reason"}),
+        ({"source": ALLY, "reason": "line\nbreak"}, {"reason"}),
+        ({"source": ALLY, "reason": "\ud800"}, {"reason"}),
         ({"source": "", "reason": "x"}, {"source"}),
         ({"source": 5, "reason": "x"}, {"source"}),
         ({"country": "XX", "reason": "x"}, {"country"}),

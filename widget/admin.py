@@ -458,6 +458,22 @@ def json_body() -> Any:
 # -- bulk moderation ------------------------------------------------------------------------
 
 
+REASON_RULE = f"Give a reason of at most {MAX_REASON} characters, without control characters."
+
+
+def reason_ok(reason: Any) -> bool:
+    """Text that fits a strike entry of the transparency log (and any other record)."""
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        return False
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in reason):
+        return False
+    try:
+        reason.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
 def bulk_problem(errors: dict[str, str]) -> Problem:
     return Problem(
         422,
@@ -500,8 +516,8 @@ def parse_bulk(body: Any) -> tuple[BulkFilter, str, bool, str | None]:
     if not isinstance(dry_run, bool):
         errors["dry_run"] = "Give true or false."
     reason = body.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > MAX_REASON:
-        errors["reason"] = f"Give a reason of at most {MAX_REASON} characters."
+    if not reason_ok(reason):
+        errors["reason"] = REASON_RULE
     elif not reason.strip() and dry_run is False:
         errors["reason"] = "Say why: the reason is kept with every endorsement struck."
     upto = body.get("upto")
@@ -621,8 +637,8 @@ def parse_block(body: Any, by: str) -> Block:
         except BlockError as exc:
             errors["email_domain"] = str(exc)
     reason = body.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > MAX_REASON:
-        errors["reason"] = f"Give a reason of at most {MAX_REASON} characters."
+    if not reason_ok(reason):
+        errors["reason"] = REASON_RULE
     expires: int | None = None
     if body.get("expires") is not None:
         try:
