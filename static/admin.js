@@ -1,7 +1,9 @@
-/* Undersign operator console: live dashboard and overview. No framework, no third party.
- * Live count from the public event stream (EventSource); each count event refetches the
- * admin stats and latest endorsements (at most once a second); polling every 5 s is the
- * fallback while the stream is down. Every value from the server is set as text. */
+/* Undersign operator console: live dashboard, overview and block lists. No framework, no
+ * third party. Live count from the public event stream (EventSource); each count event
+ * refetches the admin stats (with the surge banner) and latest endorsements (at most once a
+ * second); polling every 5 s is the fallback while the stream is down, and every 10 s while
+ * a surge is shown, so the banner goes when the surge ends. Every value from the server is
+ * set as text. */
 (function () {
   'use strict';
 
@@ -36,7 +38,7 @@
   function api(url, options) {
     options = options || {};
     var headers = { Accept: 'application/json' };
-    if (options.method === 'POST') {
+    if (options.method && options.method !== 'GET') {
       headers['X-CSRF-Token'] = CSRF;
       headers['Content-Type'] = 'application/json';
     }
@@ -52,13 +54,59 @@
         throw new Error('Signed out');
       }
       return response.json().then(function (data) {
-        if (!response.ok) throw new Error(data.detail || data.title || ('HTTP ' + response.status));
+        if (!response.ok) {
+          var err = new Error(data.detail || data.title || ('HTTP ' + response.status));
+          err.errors = data.errors || null;
+          throw err;
+        }
         return data;
       });
     });
   }
 
   function setWidth(node, pct) { node.style.width = Math.max(0, Math.min(100, pct)) + '%'; }
+
+  var regionNames = null;
+  try { regionNames = new Intl.DisplayNames(['en'], { type: 'region' }); } catch (e) { regionNames = null; }
+  function countryLabel(code) {
+    var name = code;
+    try { name = regionNames ? regionNames.of(code) : code; } catch (e) { name = code; }
+    return name && name !== code ? name + ' (' + code + ')' : code;
+  }
+  function sourceLabel(s) { return s === 'direct' ? 'Hosted page (direct)' : s.replace(/^https?:\/\//, ''); }
+  function pct(share) { return Math.round(share * 100) + '%'; }
+
+  function clearFieldError(input) {
+    var box = input && input.id ? document.getElementById(input.id + '-err') : null;
+    if (!box) return;
+    box.hidden = true;
+    box.textContent = '';
+    input.removeAttribute('aria-invalid');
+  }
+
+  /* Field errors of a 422 problem beside their fields (ids: <prefix>-<field>-err); the
+   * message of anything else, or of errors without a field here, goes to `fallback`. */
+  function fieldErrors(prefix, err, fallback, aliases) {
+    var rest = [];
+    Array.prototype.forEach.call(document.querySelectorAll('[id^="' + prefix + '-"][id$="-err"]'), function (p) {
+      p.textContent = '';
+      p.hidden = true;
+      var input = document.getElementById(p.id.replace(/-err$/, ''));
+      if (input) input.removeAttribute('aria-invalid');
+    });
+    if (!err) return;
+    if (!err.errors) { fallback(err.message); return; }
+    Object.keys(err.errors).forEach(function (field) {
+      var name = (aliases && aliases[field]) || field;
+      var box = document.getElementById(prefix + '-' + name + '-err');
+      if (!box) { rest.push(err.errors[field]); return; }
+      box.textContent = err.errors[field];
+      box.hidden = false;
+      var input = document.getElementById(prefix + '-' + name);
+      if (input) input.setAttribute('aria-invalid', 'true');
+    });
+    fallback(rest.join(' '));
+  }
 
   /* -- overview ----------------------------------------------------------------------- */
   function overview(root) {
@@ -171,14 +219,6 @@
       }
     }
 
-    var regionNames = null;
-    try { regionNames = new Intl.DisplayNames(['en'], { type: 'region' }); } catch (e) { regionNames = null; }
-    function countryLabel(code) {
-      var name = code;
-      try { name = regionNames ? regionNames.of(code) : code; } catch (e) { name = code; }
-      return name && name !== code ? name + ' (' + code + ')' : code;
-    }
-    function sourceLabel(s) { return s === 'direct' ? 'Hosted page (direct)' : s.replace(/^https?:\/\//, ''); }
 
     function niceMax(n) {
       /* four whole-number steps of 1, 2 or 5 x 10^k */
@@ -245,6 +285,66 @@
       bars($('#by-source'), data.by_source, sourceLabel);
       bars($('#by-country'), data.by_country, countryLabel);
       chart();
+      renderSurge(data.surge);
+      suggestions($('#bulk-sources'), Object.keys(data.by_source), sourceLabel);
+      suggestions($('#bulk-countries'), Object.keys(data.by_country), countryLabel);
+    }
+
+    /* -- the surge banner: the statement's rate, and who and where it comes from -------- */
+    var surgeOn = false;
+    function renderSurge(surge) {
+      var box = $('#surge');
+      surgeOn = !!(surge && surge.alert);
+      box.hidden = !surgeOn;
+      if (!surgeOn) return;
+      var surging = surge.sources.filter(function (s) { return s.surging; });
+      var names = surging.map(function (s) { return sourceLabel(s.source); });
+      if (surge.surging) {
+        $('#surge-heading').textContent = 'Surge: ' + NF.format(surge.recent) + ' endorsements in the last 5 minutes';
+        var usual = surge.usual > 0
+          ? 'About ' + NF.format(Math.round(surge.recent / surge.usual)) + ' times the usual ' +
+            NF.format(surge.usual) + ' per 5 minutes (a surge starts above ' + NF.format(surge.threshold) + ').'
+          : 'Nothing arrived in the day before, so only the floor applies: a surge starts above ' +
+            NF.format(surge.threshold) + '.';
+        $('#surge-text').textContent = usual + ' The proof of work costs double until it ends.' +
+          (names.length ? ' Surging sources: ' + names.join(', ') + '.' : '') +
+          ' Struck endorsements still count here: a surge is what arrives.';
+      } else {
+        $('#surge-heading').textContent = names.length === 1 ? 'A source is surging' : 'Sources are surging';
+        $('#surge-text').textContent = names.join(', ') + (names.length === 1 ? ' is' : ' are') +
+          ' far above usual; the statement as a whole is not (' + NF.format(surge.recent) +
+          ' in the last 5 minutes), so the proof of work is unchanged.';
+      }
+      var list = $('#surge-sources');
+      list.textContent = '';
+      surge.sources.slice(0, 6).forEach(function (s) {
+        var li = el('li', s.surging ? { class: 'hot' } : null);
+        li.appendChild(el('span', { class: 'who', title: s.source }, sourceLabel(s.source)));
+        li.appendChild(el('span', { class: 'num' }, NF.format(s.recent) + ' · ' + pct(s.share)));
+        if (s.surging) li.appendChild(el('span', { class: 'pill off' }, 'surging'));
+        var use = el('button', { type: 'button', class: 'btn small ghost', 'data-fill-source': s.source,
+          'aria-label': 'Strike in bulk from ' + sourceLabel(s.source) }, 'Bulk strike…');
+        li.appendChild(use);
+        list.appendChild(li);
+      });
+      var countries = $('#surge-countries');
+      countries.textContent = '';
+      surge.countries.slice(0, 6).forEach(function (c) {
+        var li = el('li');
+        li.appendChild(el('span', { class: 'who' }, c.country ? countryLabel(c.country) : 'No country given'));
+        li.appendChild(el('span', { class: 'num' }, NF.format(c.recent) + ' · ' + pct(c.share)));
+        if (c.country) {
+          li.appendChild(el('button', { type: 'button', class: 'btn small ghost', 'data-fill-country': c.country,
+            'aria-label': 'Strike in bulk from ' + countryLabel(c.country) }, 'Bulk strike…'));
+        }
+        countries.appendChild(li);
+      });
+      if (!surge.countries.length) countries.appendChild(el('li', { class: 'muted' }, 'None recorded.'));
+    }
+
+    function suggestions(list, keys, label) {
+      list.textContent = '';
+      keys.slice(0, 50).forEach(function (k) { list.appendChild(el('option', { value: k }, label(k))); });
     }
 
     function entryRow(e, fresh) {
@@ -259,7 +359,8 @@
       var status = el('td', { class: 'status' });
       if (e.struck) {
         var when = e.struck.at ? ' · ' + stamp(new Date(e.struck.at * 1000).toISOString()).slice(5, 16) : '';
-        status.textContent = 'Struck by ' + (e.struck.by || '?') + when + (e.struck.reason ? ' — ' + e.struck.reason : '');
+        status.textContent = 'Struck by ' + (e.struck.by || '?') + when + (e.struck.reason ? ' — ' + e.struck.reason : '') +
+          (e.struck.bulk ? ' (bulk ' + e.struck.bulk + ')' : '');
       } else {
         status.appendChild(el('span', { class: 'pill ok' }, 'Counted'));
       }
@@ -336,8 +437,109 @@
     }
 
     setInterval(function () {
-      if (!streamLive || Date.now() - lastRefresh > 30000) refresh();
+      var stale = Date.now() - lastRefresh > (surgeOn ? 10000 : 30000);
+      if (!streamLive || stale) refresh();
     }, 5000);
+
+    /* -- bulk moderation: preview (dry run), strike exactly what was previewed, undo ----- */
+    var bulkForm = $('#bulk-form');
+    var strikeBtn = $('#bulk-strike');
+    var undoBtn = $('#bulk-undo');
+    var bulkResult = $('#bulk-result');
+    var preview = null;
+    var lastBulk = null;
+
+    function utc(value) {
+      if (!value) return undefined;
+      return (value.length === 16 ? value + ':00' : value) + 'Z';
+    }
+    function bulkFilters() {
+      var body = {};
+      var source = $('#bulk-source').value.trim();
+      var country = $('#bulk-country').value.trim();
+      if (source) body.source = source;
+      if (country) body.country = country;
+      if ($('#bulk-since').value) body.since = utc($('#bulk-since').value);
+      if ($('#bulk-until').value) body.until = utc($('#bulk-until').value);
+      return body;
+    }
+    function bulkSay(text, kind) {
+      bulkResult.textContent = text;
+      bulkResult.className = 'status-line' + (kind ? ' ' + kind : '');
+    }
+    function bulkFail(err) {
+      /* a message without a field replaces the status line; field errors leave it be */
+      fieldErrors('bulk', err, function (rest) { if (rest) bulkSay(rest, 'bad'); });
+    }
+    function resetPreview() {
+      preview = null;
+      strikeBtn.hidden = true;
+    }
+    bulkForm.addEventListener('input', function (ev) {
+      clearFieldError(ev.target);
+      /* the reason is not a filter: only a changed filter needs a new preview */
+      if (preview && ev.target.id !== 'bulk-reason') { resetPreview(); bulkSay('Filters changed: preview again.'); }
+    });
+    bulkForm.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      var filters = bulkFilters();
+      var body = Object.assign({ dry_run: true }, filters);
+      var btn = $('#bulk-preview');
+      btn.disabled = true;
+      resetPreview();
+      api(base + '/strike-bulk', { method: 'POST', body: body }).then(function (data) {
+        bulkFail(null);
+        preview = { filters: filters, upto: data.upto, matched: data.matched };
+        if (!data.matched) { bulkSay('No endorsement matches. Nothing has changed.'); return; }
+        bulkSay(NF.format(data.matched) + (data.matched === 1 ? ' endorsement matches' : ' endorsements match') +
+          '. Nothing has changed yet; endorsements arriving from now on are left alone.', 'warn');
+        strikeBtn.textContent = 'Strike ' + NF.format(data.matched) + (data.matched === 1 ? ' endorsement' : ' endorsements');
+        strikeBtn.hidden = false;
+        strikeBtn.focus();
+      }).catch(bulkFail).then(function () { btn.disabled = false; });
+    });
+    strikeBtn.addEventListener('click', function () {
+      if (!preview) return;
+      var body = Object.assign({ reason: $('#bulk-reason').value.trim() }, preview.filters);
+      if (preview.upto) body.upto = preview.upto;
+      strikeBtn.disabled = true;
+      api(base + '/strike-bulk', { method: 'POST', body: body }).then(function (data) {
+        bulkFail(null);
+        resetPreview();
+        lastBulk = data.bulk_id;
+        bulkSay('Struck ' + NF.format(data.struck) + (data.struck === 1 ? ' endorsement' : ' endorsements') +
+          (data.struck < data.matched ? ' (' + NF.format(data.matched - data.struck) + ' were struck meanwhile)' : '') +
+          ' as bulk ' + data.bulk_id + '. The count is now ' + NF.format(data.count) + '.', 'done');
+        undoBtn.textContent = 'Undo bulk ' + data.bulk_id;
+        undoBtn.hidden = false;
+        setCount(data.count);
+        return refresh();
+      }).catch(bulkFail).then(function () { strikeBtn.disabled = false; });
+    });
+    undoBtn.addEventListener('click', function () {
+      if (!lastBulk) return;
+      undoBtn.disabled = true;
+      api(base + '/bulk/' + encodeURIComponent(lastBulk) + '/undo', { method: 'POST', body: {} }).then(function (data) {
+        bulkSay('Restored ' + NF.format(data.restored) + (data.restored === 1 ? ' endorsement' : ' endorsements') +
+          ' of bulk ' + data.bulk_id + '. The count is now ' + NF.format(data.count) + '.', 'done');
+        lastBulk = null;
+        undoBtn.hidden = true;
+        setCount(data.count);
+        return refresh();
+      }).catch(bulkFail).then(function () { undoBtn.disabled = false; });
+    });
+    $('#surge').addEventListener('click', function (ev) {
+      var btn = ev.target.closest('button[data-fill-source], button[data-fill-country]');
+      if (!btn) return;
+      var source = btn.getAttribute('data-fill-source');
+      var country = btn.getAttribute('data-fill-country');
+      if (source) $('#bulk-source').value = source;
+      if (country) $('#bulk-country').value = country;
+      resetPreview();
+      bulkSay('Filter set from the surge: add a reason, then preview.');
+      $('#bulk').scrollIntoView({ block: 'start' });
+      $('#bulk-reason').focus();
+    });
 
     $('#entries').addEventListener('click', function (ev) {
       var btn = ev.target.closest('button[data-action]');
@@ -405,8 +607,100 @@
     connect();
   }
 
+  /* -- block lists -------------------------------------------------------------------- */
+  function blocksPage(root) {
+    var url = root.getAttribute('data-api');
+    var form = $('#block-form');
+    var value = $('#block-value');
+    var errorEl = $('#error');
+    var status = $('#block-status');
+    var body = $('#block-list tbody');
+    var HINTS = {
+      network: ['Network', '203.0.113.0/24', 'IPv4 or IPv6, as CIDR or one address. Beyond /24 (IPv4) or /48 (IPv6) only a keyed hash is kept.'],
+      email_domain: ['Email domain', 'example.com', 'Addresses at its subdomains are refused too.']
+    };
+    function kind() { return $('input[name="kind"]:checked', form).value; }
+    function showError(message) { errorEl.textContent = message; errorEl.hidden = !message; }
+    function say(text, cls) { status.textContent = text; status.className = 'status-line' + (cls ? ' ' + cls : ''); }
+    function when(iso) { return iso ? stamp(iso).slice(0, 16) : 'Never'; }
+
+    function row(b) {
+      var tr = el('tr', { 'data-block': b.id });
+      var cell = el('td', { class: 'name' });
+      var what = el('span', { class: 'what' });
+      what.appendChild(el('span', { class: 'mono' }, b.label));
+      what.appendChild(el('span', { class: 'tag' },
+        b.email_domain ? 'email domain' : 'IPv' + b.ip_version + (b.hashed ? ', hashed' : '')));
+      cell.appendChild(what);
+      tr.appendChild(cell);
+      tr.appendChild(el('td', { class: 'reason' }, b.reason || '—'));
+      tr.appendChild(el('td', { class: 'when added' }, when(b.created) + ' · ' + b.by));
+      tr.appendChild(el('td', { class: 'when ends' }, when(b.expires)));
+      var act = el('td', { class: 'num act' });
+      act.appendChild(el('button', { type: 'button', class: 'btn small danger', 'data-remove': b.id,
+        'aria-label': 'Remove the block of ' + b.label }, 'Remove'));
+      tr.appendChild(act);
+      return tr;
+    }
+    function render(list) {
+      body.textContent = '';
+      list.forEach(function (b) { body.appendChild(row(b)); });
+      if (!list.length) {
+        var empty = el('tr');
+        empty.appendChild(el('td', { colspan: '5', class: 'muted' }, 'No blocks: every network and email domain may endorse.'));
+        body.appendChild(empty);
+      }
+    }
+    function load() {
+      return api(url).then(function (data) { render(data.blocks); showError(''); })
+        .catch(function (err) { showError('Could not load the blocks: ' + err.message); });
+    }
+    Array.prototype.forEach.call(form.querySelectorAll('input[name="kind"]'), function (radio) {
+      radio.addEventListener('change', function () {
+        var h = HINTS[kind()];
+        $('#block-value-label').textContent = h[0];
+        value.setAttribute('placeholder', h[1]);
+        $('#block-value-hint').textContent = h[2];
+        fieldErrors('block', null);
+      });
+    });
+    form.addEventListener('input', function (ev) { clearFieldError(ev.target); });
+    form.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      var data = { reason: $('#block-reason').value.trim() };
+      data[kind()] = value.value.trim();
+      var seconds = Number($('#block-expires').value);
+      if (seconds) data.expires = new Date(Date.now() + seconds * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
+      var btn = $('#block-add');
+      btn.disabled = true;
+      api(url, { method: 'POST', body: data }).then(function (b) {
+        fieldErrors('block', null);
+        say('Blocked ' + b.label + (b.expires ? ' until ' + when(b.expires) + ' UTC' : '') + '.', 'done');
+        form.reset();
+        $('input[name="kind"][value="network"]', form).dispatchEvent(new Event('change'));
+        return load();
+      }).catch(function (err) {
+        fieldErrors('block', err, function (rest) { say(rest, rest ? 'bad' : ''); },
+          { network: 'value', email_domain: 'value' });
+      }).then(function () { btn.disabled = false; });
+    });
+    body.addEventListener('click', function (ev) {
+      var btn = ev.target.closest('button[data-remove]');
+      if (!btn) return;
+      btn.disabled = true;
+      var id = btn.getAttribute('data-remove');
+      api(url + '/' + encodeURIComponent(id), { method: 'DELETE' }).then(function () {
+        say('Block removed; endorsements from there are accepted again.', 'done');
+        return load();
+      }).catch(function (err) { showError(err.message); btn.disabled = false; });
+    });
+    load();
+  }
+
   var dash = document.getElementById('dashboard');
   if (dash) dashboard(dash);
+  var blocks = document.getElementById('blocks');
+  if (blocks) blocksPage(blocks);
   var over = document.getElementById('overview');
   if (over) overview(over);
 })();

@@ -118,6 +118,11 @@ def test_every_admin_route_refuses_without_credentials(app: Flask, client: Flask
         f"{ADMIN}/export.jsonl",
         f"{ADMIN}/open",
         f"{ADMIN}/close",
+        f"{ADMIN}/strike-bulk",
+        f"{ADMIN}/bulk/1700000000000-0/undo",
+        "/api/v1/admin/blocks",
+        "/api/v1/admin/blocks/1700000000000-0",
+        "/admin/blocks",
     ):
         assert path in urls, path
     checked = 0
@@ -139,7 +144,7 @@ def test_every_admin_route_refuses_without_credentials(app: Flask, client: Flask
             assert response.headers["X-Frame-Options"] == "DENY", where
             assert response.headers["Content-Security-Policy"] == POLICY, where
             checked += 1
-    assert checked >= 3 * 13
+    assert checked >= 3 * 18
 
 
 def test_no_admin_token_configured_refuses_everything(make_app: Callable[..., Flask]) -> None:
@@ -195,6 +200,10 @@ def test_sign_in_and_out(client: FlaskClient) -> None:
     html = dashboard.get_data(as_text=True)
     assert "<script>" not in html and "style=" not in html
     assert client.get("/admin").status_code == 200
+    for page in ("/admin", "/admin/blocks"):
+        html = client.get(page).get_data(as_text=True)
+        assert "<script>" not in html and "style=" not in html, page
+        assert 'href="/admin/blocks"' in html, page  # the console's header links the Blocks page
     # the session also opens the API for reads
     assert client.get(f"{ADMIN}/stats").status_code == 200
 

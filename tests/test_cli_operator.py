@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,76 @@ def test_sessions_revoke_all_ends_every_console_session(make_app, redis_client):
 
 def test_sessions_revoke_all_is_an_undersign_command(run):
     assert "Revoked 0 admin sessions." in run("sessions", "revoke-all")
+
+
+def test_block_add_list_remove(run, client, redis_client):
+    body = {"name": "A", "email": "a@example.org", "consent": True}
+    output = run("block", "add", "--network", "127.0.0.1", "--reason", "test farm")
+    found = re.search(r"Blocked IPv4 hashed /32 \(block ([0-9a-f]{8})\)\.", output)
+    assert found, output
+    block_id = found.group(1)
+    run("block", "add", "--email-domain", "Spam.Example", "--expires", "2099-01-01T00:00:00Z")
+    listed = run("block", "list")
+    assert block_id in listed and "IPv4 hashed /32" in listed and "test farm" in listed
+    assert "spam.example" in listed and "until 2099-01-01T00:00:00Z" in listed
+    assert "127.0.0.1" not in listed
+    refused = client.post(ENDORSE, json=body)  # the test client is 127.0.0.1
+    assert refused.status_code == 403
+    assert run("block", "remove", block_id) == f"Removed block {block_id}.\n"
+    assert block_id not in run("block", "list")
+    deadline = time.monotonic() + 5  # every process applies it within BlockCache.TTL
+    while client.post(ENDORSE, json=body).status_code != 201:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_block_errors(redis_server, redis_client):
+    env = {"WIDGET_REDIS_URL": redis_server.url, "WIDGET_SECRET_KEY": SECRET}
+    for args, words in (
+        (["block", "add", "--network", "nonsense"], "network:"),
+        (["block", "add"], "network:"),
+        (["block", "add", "--email-domain", "x.example", "--expires", "later"], "expires:"),
+        (["block", "remove", "deadbeef"], "no block"),
+    ):
+        result = CliRunner(env=env).invoke(main, args)
+        assert result.exit_code != 0, args
+        assert words in result.output, result.output
+    assert redis_client.exists("us:blocks") == 0
+
+
+def test_strike_bulk_dry_run_strike_and_undo(run, endorsed, client):
+    for i in range(3):
+        body = {"name": f"Other {i}", "email": f"o{i}@example.org", "consent": True}
+        assert client.post(ENDORSE, json={**body, "country": "DE"}).status_code == 201
+    dry = run("strike-bulk", STATEMENT, "--country", "kz", "--dry-run")
+    found = re.fullmatch(
+        r"5 endorsements match \(entries up to (\d+-\d+)\); nothing changed\.\n", dry
+    )
+    assert found, dry
+    assert run("count", STATEMENT).strip() == "8"
+    struck = run("strike-bulk", STATEMENT, "--country", "KZ", "--source", ALLY, "--reason", "farm")
+    found = re.search(r"Struck 5 of 5 matching; count is now 3\. Bulk ([0-9a-f]{12})", struck)
+    assert found, struck
+    bulk_id = found.group(1)
+    assert f"undersign undo-bulk {STATEMENT} {bulk_id}" in struck
+    again = run("strike-bulk", STATEMENT, "--country", "KZ", "--reason", "farm", "--dry-run")
+    assert again.startswith("0 endorsements match")
+    assert (
+        run("undo-bulk", STATEMENT, bulk_id) == f"Restored 5 of bulk {bulk_id}; count is now 8.\n"
+    )
+    assert "Restored 0" in run("undo-bulk", STATEMENT, bulk_id)
+
+
+def test_strike_bulk_errors(redis_server, redis_client):
+    env = {"WIDGET_REDIS_URL": redis_server.url, "WIDGET_SECRET_KEY": SECRET}
+    for args, words in (
+        (["strike-bulk", STATEMENT, "--reason", "x"], "filters:"),
+        (["strike-bulk", STATEMENT, "--country", "KZ"], "reason:"),
+        (["strike-bulk", STATEMENT, "--country", "XX", "--reason", "x"], "country:"),
+        (["strike-bulk", STATEMENT, "--since", "yesterday", "--dry-run"], "since:"),
+        (["strike-bulk", "nope", "--country", "KZ", "--dry-run"], "no statement"),
+        (["undo-bulk", STATEMENT, "0123456789ab"], "no bulk strike"),
+    ):
+        result = CliRunner(env=env).invoke(main, args)
+        assert result.exit_code != 0, args
+        assert words in result.output, (args, result.output)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,7 @@ from flask import (
     Response,
     current_app,
     g,
+    json,
     jsonify,
     make_response,
     redirect,
@@ -48,6 +50,14 @@ from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
+from .abuse import (
+    MAX_REASON,
+    Block,
+    BlockError,
+    email_domain_block,
+    network_block,
+    parse_rfc3339,
+)
 from .adminauth import (
     TooManyFailures,
     admin_token,
@@ -56,12 +66,17 @@ from .adminauth import (
     record_failure,
     token_matches,
 )
-from .api import get_registry, get_statement
+from .api import get_blocks, get_registry, get_statement
 from .db import get_store
 from .errors import Problem
 from .export import export_lines
+from .privacy import derive_key
 from .sessions import AdminSession, SessionStore, token_binding
 from .statements import Statement
+from .store import ENTRY_ID, BulkFilter, LogNotReady
+from .surge import FACTOR, WINDOW_SECONDS, Rate
+from .transparency import log_not_ready
+from .validation import COUNTRY_CODES
 
 api = Blueprint("admin_api", __name__, url_prefix="/api/v1/admin")
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -325,8 +340,47 @@ def stats(statement_id: str) -> Response:
             "by_source": data["by_source"],
             "by_country": data["by_country"],
             "timeline": data["timeline"],
+            "surge": surge_json(statement.id),
         }
     )
+
+
+def _rate_json(rate: Rate) -> dict[str, Any]:
+    return {
+        "recent": round(rate.recent),
+        "usual": round(rate.usual, 1),
+        "threshold": round(rate.threshold, 1),
+        "surging": rate.surging,
+    }
+
+
+def surge_json(statement_id: str) -> dict[str, Any]:
+    """The statement's surge state for the console: its rate, its sources' (the busiest
+    ten and every surging one) and, during an alert, the countries of the last 5 minutes."""
+    store = get_store()
+    surge = store.surge(statement_id)
+    total = max(1.0, surge.statement.recent)
+    sources = [
+        {"source": source, **_rate_json(rate), "share": round(rate.recent / total, 3)}
+        for i, (source, rate) in enumerate(surge.sources.items())
+        if i < 10 or rate.surging
+    ]
+    countries: list[dict[str, Any]] = []
+    if surge.alert:
+        counts, read = store.recent_countries(statement_id)
+        countries = [
+            {"country": country or None, "recent": n, "share": round(n / max(1, read), 3)}
+            for country, n in list(counts.items())[:10]
+        ]
+    return {
+        "alert": surge.alert,
+        **_rate_json(surge.statement),
+        "floor": surge.floor,
+        "factor": FACTOR,
+        "window_seconds": WINDOW_SECONDS,
+        "sources": sources,
+        "countries": countries,
+    }
 
 
 @api.get("/statements/<statement_id>/endorsements")
@@ -379,6 +433,253 @@ def strike(statement_id: str, entry_id: str) -> Response:
 @api.post("/statements/<statement_id>/endorsements/<entry_id>/unstrike")
 def unstrike(statement_id: str, entry_id: str) -> Response:
     return _moderate(statement_id, entry_id, False)
+
+
+# -- request bodies -------------------------------------------------------------------------
+
+
+def json_body() -> Any:
+    """The request's JSON body: 415 problem when it is not JSON, 400 when it is malformed."""
+    if not request.is_json:
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "Send a JSON object with 'Content-Type: application/json'.",
+        )
+    try:
+        return json.loads(request.get_data(cache=True))
+    except ValueError as exc:
+        raise Problem(
+            400, "malformed-json", "Malformed JSON", f"The body is not JSON: {exc}"
+        ) from None
+
+
+# -- bulk moderation ------------------------------------------------------------------------
+
+
+REASON_RULE = f"Give a reason of at most {MAX_REASON} characters, without control characters."
+
+
+def reason_ok(reason: Any) -> bool:
+    """Text that fits a strike entry of the transparency log (and any other record)."""
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        return False
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in reason):
+        return False
+    try:
+        reason.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+def bulk_problem(errors: dict[str, str]) -> Problem:
+    return Problem(
+        422,
+        "invalid-bulk-strike",
+        "Invalid bulk strike",
+        "Some fields need attention: " + ", ".join(sorted(errors)) + ".",
+        errors=errors,
+    )
+
+
+def _minute_ms(epoch: float) -> int:
+    return int(epoch // 60 * 60 * 1000)
+
+
+def parse_bulk(body: Any) -> tuple[BulkFilter, str, bool, str | None]:
+    """(filter, reason, dry run, upto) from a strike-bulk body; 422 problem otherwise."""
+    if not isinstance(body, dict):
+        raise bulk_problem({"body": "Send a JSON object."})
+    errors: dict[str, str] = {}
+    source = body.get("source")
+    if source is not None and (not isinstance(source, str) or not 0 < len(source) <= 300):
+        errors["source"] = "Give the source exactly as listed (an allied origin or direct)."
+    country = body.get("country")
+    if country is not None:
+        if isinstance(country, str) and country.strip().upper() in COUNTRY_CODES:
+            country = country.strip().upper()
+        else:
+            errors["country"] = "Give an ISO 3166-1 alpha-2 country code, like KZ."
+    times: dict[str, int | None] = {"since": None, "until": None}
+    for name in times:
+        if body.get(name) is not None:
+            try:
+                times[name] = _minute_ms(parse_rfc3339(body[name]))
+            except ValueError as exc:
+                errors[name] = str(exc)
+    since, until = times["since"], times["until"]
+    if since is not None and until is not None and since > until:
+        errors["until"] = "until is before since."
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        errors["dry_run"] = "Give true or false."
+    reason = body.get("reason", "")
+    if not reason_ok(reason):
+        errors["reason"] = REASON_RULE
+    elif not reason.strip() and dry_run is False:
+        errors["reason"] = "Say why: the reason is kept with every endorsement struck."
+    upto = body.get("upto")
+    if upto is not None and (not isinstance(upto, str) or not ENTRY_ID.fullmatch(upto)):
+        errors["upto"] = "Give an endorsement id, as a dry run answers it."
+    if all(body.get(name) is None for name in ("source", "country", "since", "until")):
+        errors["filters"] = "Give at least one of source, country, since and until."
+    if errors:
+        raise bulk_problem(errors)
+    match = BulkFilter(source=source, country=country, since_ms=since, until_ms=until)
+    return match, str(reason).strip(), bool(dry_run), upto
+
+
+@api.post("/statements/<statement_id>/strike-bulk")
+def strike_bulk(statement_id: str) -> Response:
+    statement = get_statement(statement_id)
+    match, reason, dry_run, upto = parse_bulk(json_body())
+    store = get_store()
+    selection = store.bulk_select(statement.id, match, upto)
+    if dry_run:
+        return jsonify({"matched": len(selection.ids), "upto": selection.upto})
+    try:
+        result = store.strike_bulk(statement.id, selection, by=actor(), reason=reason, match=match)
+    except LogNotReady:
+        raise log_not_ready() from None
+    return jsonify(
+        {
+            "bulk_id": result.bulk_id,
+            "struck": result.changed,
+            "count": result.count,
+            "matched": len(selection.ids),
+            "upto": selection.upto,
+        }
+    )
+
+
+@api.post("/statements/<statement_id>/bulk/<bulk_id>/undo")
+def undo_bulk(statement_id: str, bulk_id: str) -> Response:
+    statement = get_statement(statement_id)
+    try:
+        result = get_store().undo_bulk(statement.id, bulk_id)
+    except LogNotReady:
+        raise log_not_ready() from None
+    except KeyError:
+        raise Problem(
+            404,
+            "bulk-not-found",
+            "Bulk strike not found",
+            f"Statement {statement.id!r} has no bulk strike {bulk_id!r}.",
+        ) from None
+    return jsonify({"bulk_id": bulk_id, "restored": result.changed, "count": result.count})
+
+
+# -- block lists ------------------------------------------------------------------------------
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def block_json(block: Block) -> dict[str, Any]:
+    network = None
+    if block.kind == "network":
+        network = f"hashed /{block.prefix}" if block.hash else f"{block.network}/{block.prefix}"
+    return {
+        "id": block.id,
+        "network": network,
+        "ip_version": block.version or None,
+        "hashed": bool(block.hash),
+        "email_domain": block.domain or None,
+        "label": block.label,
+        "reason": block.reason,
+        "by": block.by,
+        "created": _iso(block.created),
+        "expires": _iso(block.expires),
+    }
+
+
+def current_blocks() -> list[Block]:
+    """Every live block, newest first (expired ones are forgotten first)."""
+    store = get_store()
+    store.prune_blocks()
+    now = time.time()
+    blocks = [Block.from_record(i, r) for i, r in store.blocks().items()]
+    return sorted((b for b in blocks if b.active(now)), key=lambda b: (-b.created, b.id))
+
+
+def block_problem(errors: dict[str, str]) -> Problem:
+    return Problem(
+        422,
+        "invalid-block",
+        "Invalid block",
+        "Some fields need attention: " + ", ".join(sorted(errors)) + ".",
+        errors=errors,
+    )
+
+
+def parse_block(body: Any, by: str) -> Block:
+    """A new block from a request body; 422 problem naming each bad field otherwise."""
+    if not isinstance(body, dict):
+        raise block_problem({"body": "Send a JSON object."})
+    errors: dict[str, str] = {}
+    network, domain = body.get("network"), body.get("email_domain")
+    fields: dict[str, Any] = {}
+    if (network is None) == (domain is None):
+        errors["network"] = "Give either a network or an email_domain (one of the two)."
+    elif network is not None:
+        try:
+            fields = {"kind": "network", **network_block(network, blocks_key())}
+        except BlockError as exc:
+            errors["network"] = str(exc)
+    else:
+        try:
+            fields = {"kind": "email_domain", "domain": email_domain_block(domain)}
+        except BlockError as exc:
+            errors["email_domain"] = str(exc)
+    reason = body.get("reason", "")
+    if not reason_ok(reason):
+        errors["reason"] = REASON_RULE
+    expires: int | None = None
+    if body.get("expires") is not None:
+        try:
+            expires = int(parse_rfc3339(body["expires"]))
+        except ValueError as exc:
+            errors["expires"] = str(exc)
+        else:
+            if expires <= time.time():
+                errors["expires"] = "That time has passed; leave expires out for no expiry."
+    if errors:
+        raise block_problem(errors)
+    record = {**fields, "reason": str(reason).strip(), "by": by, "created": time.time()}
+    record["expires"] = expires
+    return Block.from_record("", record)
+
+
+def blocks_key() -> bytes:
+    return derive_key(current_app.config["SECRET_KEY"], "blocks")
+
+
+@api.get("/blocks")
+def list_blocks() -> Response:
+    return jsonify({"blocks": [block_json(b) for b in current_blocks()]})
+
+
+@api.post("/blocks")
+def add_block() -> tuple[Response, int]:
+    block = parse_block(json_body(), actor())
+    store = get_store()
+    store.prune_blocks()
+    block_id = store.add_block(block.record())
+    get_blocks().invalidate()
+    return jsonify(block_json(Block.from_record(block_id, block.record()))), 201
+
+
+@api.delete("/blocks/<block_id>")
+def remove_block(block_id: str) -> Response:
+    if not get_store().remove_block(block_id):
+        raise Problem(404, "block-not-found", "Block not found", f"There is no block {block_id!r}.")
+    get_blocks().invalidate()
+    return jsonify({"id": block_id, "removed": True})
 
 
 def _export(statement_id: str, fmt: str) -> Response:
@@ -508,13 +809,18 @@ def logout() -> BaseResponse:
 @bp.get("")
 def overview() -> str:
     statements = [_state(s) for s in get_registry()]
-    return render_template("admin/overview.html", statements=statements)
+    return render_template("admin/overview.html", statements=statements, active="statements")
 
 
 @bp.get("/s/<statement_id>")
 def dashboard(statement_id: str) -> str:
     statement = get_statement(statement_id)
     return render_template("admin/dashboard.html", s=_state(statement))
+
+
+@bp.get("/blocks")
+def blocks_page() -> str:
+    return render_template("admin/blocks.html", active="blocks")
 
 
 @bp.context_processor

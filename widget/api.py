@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from .abuse import (
     CLIENT_PREFIXES,
     NETWORK_PREFIXES,
+    BlockCache,
     EmailError,
     canonical_email,
     is_disposable,
@@ -219,14 +220,20 @@ def record_endorsement(
 ) -> Recorded:
     """Store one validated endorsement; shared by the JSON API and the no-JS form.
 
-    Refusals, in order: closed (409), an address this service does not take (422), a
-    missing or bad proof of work (422), a rate-limit tier (429), a proof of work used
-    before (422). Each changes nothing."""
+    Refusals, in order: closed (409), a blocked client network (403), an address this
+    service does not take (422), a blocked email domain (403), a missing or bad proof of
+    work (422), a rate-limit tier (429), a proof of work used before (422). Each changes
+    nothing."""
     require_open(statement)
+    blocks = get_blocks().current()
+    if blocks.match_address(request.remote_addr or ""):
+        raise blocked("network")
     try:
         email = canonical_email(data.email)
     except EmailError as exc:
         raise invalid({"email": str(exc)}) from None
+    if blocks.match_domain(email.domain):
+        raise blocked("email_domain")
     if statement.block_disposable and is_disposable(email.domain):
         raise invalid({"email": "Addresses at throwaway-mail services are not accepted here."})
     nonce, remember_for = "", 0
@@ -293,6 +300,25 @@ def record_endorsement(
     if result.status == "replay":
         raise invalid({"altcha": "This proof-of-work solution was used already; solve a new one."})
     return Recorded(result, receipt if result.status == "counted" else None)
+
+
+def get_blocks() -> BlockCache:
+    blocks: BlockCache = current_app.extensions["undersign.blocks"]
+    return blocks
+
+
+def blocked(what: str) -> Problem:
+    """An endorsement from a blocked network or email domain: 403, nothing recorded. The
+    operator's reason for the block stays with the operator."""
+    record_outcome("rejected", "blocked")
+    subject = "your network" if what == "network" else "addresses at this email domain"
+    return Problem(
+        403,
+        "blocked",
+        "Endorsement not accepted",
+        f"The organisers do not accept endorsements from {subject}.",
+        blocked=what,
+    )
 
 
 def invalid(errors: dict[str, str]) -> Problem:

@@ -8,7 +8,7 @@ settings and talk to its Redis.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask.cli import ScriptInfo, with_appcontext
@@ -200,6 +200,10 @@ def watch_command(interval: float, once: bool) -> None:
         pubsub.close()
 
 
+SURGING = "[bold red]▲ SURGING[/]"
+NOT_READY = "the statement's transparency log is being prepared; nothing changed, try again"
+
+
 def watch_table(store: Store, registry: StatementRegistry) -> Table:
     from rich.table import Table
 
@@ -207,18 +211,187 @@ def watch_table(store: Store, registry: StatementRegistry) -> Table:
     table.add_column("Statement / allied site")
     table.add_column("Count", justify="right")
     table.add_column("Goal", justify="right")
+    table.add_column("Last 5 min", justify="right")
+    table.add_column("Surge")
     for statement in registry:
         stats = store.stats(statement.id)
+        surge = store.surge(statement.id)
         count = int(stats["count"])
         share = f"{count / statement.goal:.1%}"
+        mark = ""
+        if surge.statement.surging:
+            mark = SURGING
+        elif surge.alert:
+            mark = "[bold red]▲ a source is surging[/]"
         table.add_row(
-            f"[bold]{statement.id}[/]", f"[bold]{count:,}[/]", f"{share} of {statement.goal:,}"
+            f"[bold]{statement.id}[/]",
+            f"[bold]{count:,}[/]",
+            f"{share} of {statement.goal:,}",
+            f"{round(surge.statement.recent):,}",
+            mark,
         )
         by_source = sorted(stats["by_source"].items(), key=lambda kv: (-int(kv[1]), kv[0]))
+        listed = {source for source, n in by_source if int(n)}
+        for source in surge.sources:
+            if source not in listed:  # arrived lately, and every one of them struck
+                by_source.append((source, 0))
         for source, n in by_source:
-            if int(n):
-                table.add_row(f"  {source}", f"{int(n):,}", "")
+            rate = surge.sources.get(source)
+            if not int(n) and rate is None:
+                continue
+            table.add_row(
+                f"  {source}",
+                f"{int(n):,}",
+                "",
+                f"{round(rate.recent):,}" if rate else "0",
+                SURGING if rate and rate.surging else "",
+            )
     return table
+
+
+def _problem_text(problem: Any) -> str:
+    errors = problem.extensions.get("errors") or {}
+    if errors:
+        return "; ".join(f"{field}: {message}" for field, message in errors.items())
+    return str(problem.detail)
+
+
+@click.group("block")
+def block_group() -> None:
+    """Block lists: client networks and email domains whose endorsements are refused."""
+
+
+@block_group.command("list")
+@with_appcontext
+def block_list_command() -> None:
+    """List the blocks in force (expired ones are forgotten)."""
+    from .admin import block_json, current_blocks
+
+    blocks = current_blocks()
+    if not blocks:
+        click.echo("No blocks.")
+        return
+    for block in blocks:
+        item = block_json(block)
+        until = f"until {item['expires']}" if item["expires"] else "no expiry"
+        why = f"  {item['reason']}" if item["reason"] else ""
+        click.echo(f"{item['id']}  {item['label']:<28}  {until:<30}  by {item['by']}{why}")
+
+
+@block_group.command("add")
+@click.option(
+    "--network",
+    metavar="CIDR",
+    help="A client network (203.0.113.0/24, 2001:db8::/48) or one address.",
+)
+@click.option("--email-domain", metavar="DOMAIN", help="An email domain; its subdomains too.")
+@click.option("--reason", default="", help="Why (kept with the block, shown to operators only).")
+@click.option("--expires", metavar="RFC3339", help="When the block ends (2026-12-01T00:00:00Z).")
+@with_appcontext
+def block_add_command(
+    network: str | None, email_domain: str | None, reason: str, expires: str | None
+) -> None:
+    """Refuse endorsements from a network or an email domain (403)."""
+    from .admin import block_json, parse_block
+    from .db import get_store
+    from .errors import Problem
+
+    body = {"network": network, "email_domain": email_domain, "reason": reason}
+    if expires:
+        body["expires"] = expires
+    try:
+        block = parse_block(body, "cli")
+    except Problem as problem:
+        raise click.ClickException(_problem_text(problem)) from None
+    store = get_store()
+    store.prune_blocks()
+    block_id = store.add_block(block.record())
+    item = block_json(type(block).from_record(block_id, block.record()))
+    until = f" until {item['expires']}" if item["expires"] else ""
+    click.echo(f"Blocked {item['label']}{until} (block {block_id}).")
+
+
+@block_group.command("remove")
+@click.argument("block_id")
+@with_appcontext
+def block_remove_command(block_id: str) -> None:
+    """Lift block BLOCK_ID (every process applies it within 2 seconds)."""
+    from .db import get_store
+
+    if not get_store().remove_block(block_id):
+        raise click.ClickException(f"no block {block_id!r}")
+    click.echo(f"Removed block {block_id}.")
+
+
+@click.command("strike-bulk")
+@click.argument("statement_id")
+@click.option("--source", help="Only endorsements through this source (exactly as listed).")
+@click.option("--country", help="Only endorsements giving this country (ISO code).")
+@click.option("--since", metavar="RFC3339", help="Only endorsements from this minute on.")
+@click.option("--until", metavar="RFC3339", help="Only endorsements up to this minute.")
+@click.option(
+    "--upto", metavar="ENTRY_ID", help="Only entries up to this id (a dry run prints it)."
+)
+@click.option("--reason", default="", help="Why (kept with every endorsement struck).")
+@click.option("--dry-run", is_flag=True, help="Only say how many match; change nothing.")
+@with_appcontext
+def strike_bulk_command(
+    statement_id: str,
+    source: str | None,
+    country: str | None,
+    since: str | None,
+    until: str | None,
+    upto: str | None,
+    reason: str,
+    dry_run: bool,
+) -> None:
+    """Strike every endorsement of STATEMENT_ID that matches the filters (or count them)."""
+    from .admin import parse_bulk
+    from .db import get_store
+    from .errors import Problem
+    from .store import LogNotReady
+
+    _known_statement(statement_id)
+    body: dict[str, Any] = {"source": source, "country": country, "since": since}
+    body |= {"until": until, "upto": upto, "reason": reason, "dry_run": dry_run}
+    try:
+        match, why, dry, last = parse_bulk(body)
+    except Problem as problem:
+        raise click.ClickException(_problem_text(problem)) from None
+    store = get_store()
+    selection = store.bulk_select(statement_id, match, last)
+    n = len(selection.ids)
+    if dry:
+        through = f" (entries up to {selection.upto})" if selection.upto else ""
+        click.echo(f"{n} endorsement{'' if n == 1 else 's'} match{through}; nothing changed.")
+        return
+    try:
+        result = store.strike_bulk(statement_id, selection, by="cli", reason=why, match=match)
+    except LogNotReady:
+        raise click.ClickException(NOT_READY) from None
+    click.echo(
+        f"Struck {result.changed} of {n} matching; count is now {result.count}. "
+        f"Bulk {result.bulk_id}: undo with `undersign undo-bulk {statement_id} {result.bulk_id}`."
+    )
+
+
+@click.command("undo-bulk")
+@click.argument("statement_id")
+@click.argument("bulk_id")
+@with_appcontext
+def undo_bulk_command(statement_id: str, bulk_id: str) -> None:
+    """Restore what bulk strike BULK_ID struck (unless restored or struck again since)."""
+    from .db import get_store
+    from .store import LogNotReady
+
+    _known_statement(statement_id)
+    try:
+        result = get_store().undo_bulk(statement_id, bulk_id)
+    except LogNotReady:
+        raise click.ClickException(NOT_READY) from None
+    except KeyError:
+        raise click.ClickException(f"no bulk strike {bulk_id!r} in {statement_id!r}") from None
+    click.echo(f"Restored {result.changed} of bulk {bulk_id}; count is now {result.count}.")
 
 
 @click.group("sessions")
@@ -293,6 +466,9 @@ COMMANDS: list[click.Command] = [
     export_command,
     strike_command,
     unstrike_command,
+    strike_bulk_command,
+    undo_bulk_command,
+    block_group,
     open_command,
     close_command,
     sessions_group,

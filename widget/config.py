@@ -227,6 +227,13 @@ SETTINGS: tuple[Setting, ...] = (
         "solver makes 16-48 attempts. Doubles while the statement surges.",
     ),
     Setting(
+        "SURGE_FLOOR",
+        30,
+        _to_positive_int,
+        "A statement or allied source surges only with more than this many endorsements in "
+        "5 minutes (and more than 5 times its usual rate); see Surge alerts in the README.",
+    ),
+    Setting(
         "CHALLENGE_LIMIT",
         "30/minute",
         _to_limit,

@@ -51,7 +51,7 @@ def init_app(app: Flask) -> None:
         app.config["EMBEDDED_REDIS"] = True
     client = make_client(app.config["REDIS_URL"], app.config["REDIS_CLUSTER"])
     app.extensions["undersign.redis"] = client
-    app.extensions["undersign.store"] = Store(client)
+    app.extensions["undersign.store"] = Store(client, surge_floor=app.config["SURGE_FLOOR"])
 
 
 def get_store() -> Store:

@@ -367,6 +367,8 @@ def endorse_form(statement_id: str) -> Response:
     except Problem as problem:
         if problem.code == 409:
             message = t("err_closed")
+        elif problem.code == 403:
+            message = t("err_blocked")
         elif problem.code == 422:
             errors = problem.extensions.get("errors", {})
             return render_statement_page(

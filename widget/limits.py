@@ -26,12 +26,12 @@ from flask_cors import CORS
 from flask_limiter import Limiter
 from limits import RateLimitItem, parse_many
 
-from .abuse import CLIENT_PREFIXES, TierLimits, network_of, windows
+from .abuse import CLIENT_PREFIXES, BlockCache, TierLimits, network_of, windows
 from .db import limiter_storage_uri
 from .errors import Problem
 from .links import public_origin
 from .pow import ProofOfWork
-from .privacy import DailySalt
+from .privacy import DailySalt, derive_key
 
 PUBLIC_API = r"/api/v1/(?:statements|events)\b"  # CORS for allied sites
 
@@ -235,6 +235,9 @@ def init_app(app: Flask) -> None:
         statement=windows(app.config["STATEMENT_LIMIT"]),
     )
     app.extensions["undersign.pow"] = ProofOfWork(app.config["SECRET_KEY"], app.config["POW_COST"])
+    app.extensions["undersign.blocks"] = BlockCache(
+        store.blocks, derive_key(app.config["SECRET_KEY"], "blocks")
+    )
 
     limiter = EndorseLimiter(key_func=client_key)
     limiter.init_app(app)

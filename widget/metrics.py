@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
@@ -22,10 +24,17 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
 
 from .adminauth import bearer_authenticates
 from .errors import Problem
+
+if TYPE_CHECKING:
+    from .statements import StatementRegistry
+    from .store import Store
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -118,6 +127,35 @@ def _authorized() -> bool:
     return bool(bearer_authenticates("/metrics bearer check", without_redis=True))
 
 
+class _Family(Collector):
+    """One metric family computed for this scrape."""
+
+    def __init__(self, family: Metric) -> None:
+        self.family = family
+
+    def collect(self) -> Iterable[Metric]:
+        yield self.family
+
+
+def surge_family() -> GaugeMetricFamily | None:
+    """``undersign_surging{statement}``, computed from Redis at scrape time (the same answer
+    from every worker and instance); left out while Redis does not answer."""
+    store: Store = current_app.extensions["undersign.store"]
+    statements: StatementRegistry = current_app.extensions["undersign.statements"]
+    family = GaugeMetricFamily(
+        "undersign_surging",
+        "1 while the statement or one of its allied sources is surging: more endorsements "
+        "in the last 5 minutes than 5 times the usual rate and than WIDGET_SURGE_FLOOR.",
+        labels=["statement"],
+    )
+    try:
+        for statement_id in statements.ids():
+            family.add_metric([statement_id], 1.0 if store.surge(statement_id).alert else 0.0)
+    except RedisError:
+        return None
+    return family
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     if not _authorized():
@@ -133,7 +171,13 @@ def metrics() -> Response:
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = REGISTRY
-    response = Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    body = generate_latest(registry)
+    surges = surge_family()
+    if surges is not None:
+        extra = CollectorRegistry()
+        extra.register(_Family(surges))
+        body += generate_latest(extra)
+    response = Response(body, mimetype=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -18,10 +18,20 @@ Cluster keeps them in one slot and a single Lua script can touch them all::
                          string   a rate-limit tier's count in one clock-aligned window
                                   (subjects of the client and network tiers are hashes
                                   under the day's salt)
-    us:{id}:surge        string   present while the statement surges
+    us:{id}:src:m:<minute start>  hash  source -> endorsements counted in that minute (by
+                                  the serving host's clock), gone 10 minutes after it
+    us:{id}:src:h:<hour start>    hash  source -> endorsements counted in that hour, gone
+                                  26 hours after it (both read by surge detection)
+    us:{id}:bulk:<bulk id>        set   entries a bulk strike struck that its undo has not
+                                  yet restored
+    us:{id}:bulk:<bulk id>:meta   hash  the bulk strike: by, at, reason, filters, upto,
+                                  matched, struck, restored
 
 Keys of no one statement: ``us:salt:<YYYY-MM-DD>`` (the day's random salt for hashing
-client addresses, gone shortly after that day ends).
+client addresses, gone shortly after that day ends) and ``us:blocks`` (hash: block id ->
+JSON, the block list of client networks and email domains; see ``abuse.Block``: networks
+are kept truncated to their prefix, or as a keyed hash for long prefixes, never as a
+client's address).
 
 Open live-count streams are counted per client, across every process, in keys of their
 own slot (``{streams}``): ``us:{streams}:c:<client hash>`` (hash: process token -> open
@@ -47,6 +57,7 @@ from typing import Any, Literal
 from redis import Redis
 from redis.cluster import RedisCluster
 
+from .surge import BASELINE_HOURS, WINDOW_BUCKETS, Arrivals, Surge, assess
 from .tlog.entries import (
     Template,
     commitment,
@@ -60,6 +71,11 @@ RedisClient = Redis | RedisCluster
 EndorseStatus = Literal["counted", "duplicate", "closed", "replay", "limited", "unready"]
 TIMELINE_BUCKETS: Mapping[str, int] = {"m": 60, "h": 3600, "d": 86400}
 ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
+BULK_ID = re.compile(r"[0-9a-f]{12}")
+ARRIVAL_MINUTE_TTL = 600  # seconds a minute bucket outlives its start (the window is 5 min)
+ARRIVAL_HOUR_TTL = 26 * 3600  # seconds an hour bucket outlives its start (the baseline is 24 h)
+SURGE_CACHE_SECONDS = 5.0  # how long one process reuses a surge assessment
+BULK_BATCH = 500  # entries per atomic bulk strike or undo step
 
 # Pieces of Lua shared by the scripts below (each script is one atomic step; Redis runs
 # no script inside another, so the shared parts are put together here).
@@ -204,6 +220,12 @@ local sec = math.floor(tonumber(string.match(id, '^(%d+)-')) / 1000)
 redis.call('HINCRBY', tl_m, sec - sec % 60, 1)
 redis.call('HINCRBY', tl_h, sec - sec % 3600, 1)
 redis.call('HINCRBY', tl_d, sec - sec % 86400, 1)
+-- Arrivals per source for surge detection: a minute and an hour bucket, last in KEYS.
+local arrivals = 15 + n_windows * 2
+for j = 0, 1 do
+  redis.call('HINCRBY', KEYS[arrivals + j], source, 1)
+  redis.call('EXPIREAT', KEYS[arrivals + j], ARGV[16 + n_windows * 4 + j])
+end
 consume(true)
 redis.call('PUBLISH', channel, count)
 return {'counted', count, id, 0}
@@ -337,6 +359,92 @@ return 1
 """
 
 
+# Strike a batch of logged endorsements for one bulk strike, atomically: for each id, what
+# MODERATE_LUA's strike does (the same shared pieces: the record, the transparency log's
+# strike entry, the count and every breakdown), skipping ids already struck, whoever
+# struck them; and the id kept in the bulk's set, so that its undo restores exactly these.
+# KEYS[12 + k] is the private-record bucket of ARGV[5 + k]. One publish.
+BULK_STRIKE_LUA = (
+    _TLOG
+    + _MOVE
+    + """
+local count_key, log, by_source, by_country = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local tl_m, tl_h, tl_d, struck = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local tlog, legacy_i, state, members = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local record, channel, head, middle, tail = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local count = tonumber(redis.call('GET', count_key) or '0')
+if redis.call('HGET', state, 'tlog') ~= 'ready' then return {'unready', 0, count} end
+local n = 0
+for k = 6, #ARGV do
+  local id = ARGV[k]
+  local rows = redis.call('XRANGE', log, id, id)
+  if #rows > 0 and redis.call('HSETNX', struck, id, record) == 1 then
+    local f = fields_of(rows[1], KEYS[7 + k])
+    local target = f['i'] or redis.call('HGET', legacy_i, id)
+    append(tlog, head, middle, tail, target)
+    count = move(f, id, -1, count_key, by_source, by_country, tl_m, tl_h, tl_d)
+    redis.call('SADD', members, id)
+    n = n + 1
+  end
+end
+if n > 0 then redis.call('PUBLISH', channel, count) end
+return {'changed', n, count}
+"""
+)
+
+# Undo a batch of a bulk strike atomically: each id still in the bulk's set leaves it, and
+# is restored if its struck record still names this bulk (one unstruck meanwhile, or
+# struck again by hand, is left as it is), as MODERATE_LUA's unstrike does. KEYS[13 + k] is
+# the private-record bucket of ARGV[5 + k]. One publish.
+BULK_UNDO_LUA = (
+    _TLOG
+    + _MOVE
+    + """
+local count_key, log, by_source, by_country = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local tl_m, tl_h, tl_d, struck = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local tlog, legacy_i, state, members = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local meta = KEYS[13]
+local bulk, channel, head, middle, tail = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local count = tonumber(redis.call('GET', count_key) or '0')
+if redis.call('HGET', state, 'tlog') ~= 'ready' then return {'unready', 0, count} end
+local n = 0
+for k = 6, #ARGV do
+  local id = ARGV[k]
+  if redis.call('SREM', members, id) == 1 then
+    local ok, mark = pcall(cjson.decode, redis.call('HGET', struck, id) or '')
+    local rows = redis.call('XRANGE', log, id, id)
+    if ok and type(mark) == 'table' and mark['bulk'] == bulk and #rows > 0 then
+      redis.call('HDEL', struck, id)
+      local f = fields_of(rows[1], KEYS[8 + k])
+      local target = f['i'] or redis.call('HGET', legacy_i, id)
+      append(tlog, head, middle, tail, target)
+      count = move(f, id, 1, count_key, by_source, by_country, tl_m, tl_h, tl_d)
+      n = n + 1
+    end
+  end
+end
+redis.call('HINCRBY', meta, 'restored', n)
+if n > 0 then redis.call('PUBLISH', channel, count) end
+return {'changed', n, count}
+"""
+)
+
+# Forget blocks whose expiry has passed (they stopped applying at that moment already).
+PRUNE_BLOCKS_LUA = """
+local now, removed = tonumber(ARGV[1]), 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local ok, block = pcall(cjson.decode, fields[i + 1])
+  if ok and type(block) == 'table' and type(block['expires']) == 'number'
+      and block['expires'] <= now then
+    redis.call('HDEL', KEYS[1], fields[i])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
 # Admit one more live-count stream for a client unless it already holds ``cap`` across
 # every live process; processes that stopped renewing their alive-until are forgotten.
 OPEN_STREAM_LUA = """
@@ -453,14 +561,47 @@ class LogEntry:
     index: int | None = None  # in the transparency log (older entries: see legacy_i)
 
 
+@dataclass(frozen=True)
+class BulkFilter:
+    """Which endorsements a bulk strike takes: all given conditions hold. Times are
+    compared at the minute entries carry: ``since_ms`` and ``until_ms`` are minute starts
+    (epoch milliseconds), both included."""
+
+    source: str | None = None
+    country: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class BulkSelection:
+    """The live (not struck) entries that match, oldest first, among those up to ``upto``
+    (the newest entry id the selection looked at; None when the record is empty)."""
+
+    ids: list[str]
+    upto: str | None
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    bulk_id: str
+    changed: int  # entries struck (or restored, for an undo) by this call
+    count: int
+
+
 class Store:
     """Statements' counts and endorsements in Redis, through atomic scripts."""
 
-    def __init__(self, redis: RedisClient, prefix: str = "us") -> None:
+    def __init__(self, redis: RedisClient, prefix: str = "us", surge_floor: int = 30) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.surge_floor = surge_floor
         self._endorse = redis.register_script(ENDORSE_LUA)
         self._scripts: dict[str, Any] = {}
+        self._surges: dict[str, tuple[float, Surge]] = {}
 
     # -- key names -------------------------------------------------------------------
     def key(self, statement_id: str, name: str) -> str:
@@ -495,8 +636,52 @@ class Store:
         return int(count or 0), closed in (b"1", "1")
 
     def surging(self, statement_id: str) -> bool:
-        """Whether the statement is in a surge (its rate far above its usual one)."""
-        return bool(self.redis.exists(self.key(statement_id, "surge")))
+        """Whether the statement itself is surging: its endorsements in the last 5 minutes
+        above ``surge.FACTOR`` times its usual rate and above the floor (see ``surge``).
+        Asked for every proof-of-work challenge, so one assessment is reused for
+        ``SURGE_CACHE_SECONDS`` by this process."""
+        cached = self._surges.get(statement_id)
+        clock = time.monotonic()
+        if cached is not None and cached[0] > clock:
+            return cached[1].statement.surging
+        found = self.surge(statement_id)
+        self._surges[statement_id] = (clock + SURGE_CACHE_SECONDS, found)
+        return found.statement.surging
+
+    def surge(self, statement_id: str, now: float | None = None) -> Surge:
+        """The statement's and its sources' rates now (or at ``now``): one round trip."""
+        at = time.time() if now is None else now
+        return assess(self.arrivals(statement_id, at), self.surge_floor)
+
+    def arrivals(self, statement_id: str, now: float) -> Arrivals:
+        """The arrival buckets around ``now`` (one round trip), laid out as ``Arrivals``."""
+        now_s = int(now)
+        minute, hour = now_s - now_s % 60, now_s - now_s % 3600
+        pipe = self.redis.pipeline(transaction=False)
+        for i in range(WINDOW_BUCKETS):
+            pipe.hgetall(self.key(statement_id, f"src:m:{minute - 60 * i}"))
+        for i in range(1, BASELINE_HOURS + 1):
+            pipe.hgetall(self.key(statement_id, f"src:h:{hour - 3600 * i}"))
+        found = [{_text(k): int(v) for k, v in raw.items()} for raw in pipe.execute()]
+        return Arrivals(
+            minutes=found[:WINDOW_BUCKETS], hours=found[WINDOW_BUCKETS:], second=now - minute
+        )
+
+    def recent_countries(
+        self, statement_id: str, now: float | None = None, limit: int = 5000
+    ) -> tuple[dict[str, int], int]:
+        """Endorsements per country (``""``: none given) among the newest ``limit`` of the
+        last 5 minute buckets of the record, struck ones included; and how many were read."""
+        now_s = int(time.time() if now is None else now)
+        first_ms = (now_s - now_s % 60 - 60 * (WINDOW_BUCKETS - 2)) * 1000
+        rows = self.redis.xrevrange(
+            self.key(statement_id, "log"), max="+", min=str(first_ms), count=limit
+        )
+        counts: dict[str, int] = {}
+        for entry in self._entries(statement_id, list(rows or [])):
+            counts[entry.country] = counts.get(entry.country, 0) + 1
+        ordered = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return ordered, len(rows or [])
 
     def log_length(self, statement_id: str) -> int:
         """How many endorsements the record holds, struck ones included."""
@@ -786,6 +971,10 @@ class Store:
             keys.append(self.key(statement_id, f"{base}:{index}"))
             keys.append(self.key(statement_id, f"{base}:{index - 1}"))
             args += [window.amount, window.seconds, tier.name, "1" if tier.on_duplicate else "0"]
+        # The arrival buckets surge detection reads (see ``surge``), by this host's clock.
+        minute, hour = int(now // 60) * 60, int(now // 3600) * 3600
+        keys += [self.key(statement_id, f"src:m:{minute}"), self.key(statement_id, f"src:h:{hour}")]
+        args += [minute + ARRIVAL_MINUTE_TTL, hour + ARRIVAL_HOUR_TTL]
         status, count, detail, retry_after = self._endorse(keys=keys, args=args)
         status = _text(status)
         return EndorseResult(
@@ -924,6 +1113,170 @@ class Store:
             raise LogNotReady(statement_id)
         return ("withdrawn", int(count))
 
+    # -- bulk moderation ---------------------------------------------------------------
+    def _bulk_keys(self, statement_id: str, bulk_id: str) -> list[str]:
+        names = ("count", "log", "by_source", "by_country", "tl:m", "tl:h", "tl:d", "struck")
+        keys = [self.key(statement_id, name) for name in names]
+        keys += [self.key(statement_id, n) for n in ("tlog", "legacy_i", "state")]
+        keys.append(self.key(statement_id, f"bulk:{bulk_id}"))
+        return keys
+
+    def _record_keys(self, statement_id: str, ids: list[str]) -> list[str]:
+        """The private-record bucket of each entry (read before the script that moves
+        them, which names every key up front and checks each entry again)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(self.key(statement_id, "log"), entry_id, entry_id)
+        keys = []
+        for rows in pipe.execute():
+            record = dict(rows[0][1]).get(b"r") if rows else None
+            keys.append(self._who_key(statement_id, record if isinstance(record, bytes) else b""))
+        return keys
+
+    def bulk_select(
+        self, statement_id: str, match: BulkFilter, upto: str | None = None, batch: int = 1000
+    ) -> BulkSelection:
+        """The live entries matching ``match`` among those up to ``upto`` (default: the
+        newest entry now), oldest first. Reads only; entries added later are never in it."""
+        if upto is not None and not ENTRY_ID.fullmatch(upto):
+            raise ValueError(f"bad entry id {upto!r}")
+        log_key = self.key(statement_id, "log")
+        if upto is None:
+            newest = self.redis.xrevrange(log_key, max="+", min="-", count=1)
+            if not newest:
+                return BulkSelection([], None)
+            upto = _text(newest[0][0])
+        top = upto
+        if match.until_ms is not None:
+            top = min(upto, f"{match.until_ms}-18446744073709551615", key=_entry_key)
+        cursor = "-" if match.since_ms is None else f"{match.since_ms}-0"
+        struck_key = self.key(statement_id, "struck")
+        ids: list[str] = []
+        while True:
+            rows = self.redis.xrange(log_key, min=cursor, max=top, count=batch) or []
+            picked = [
+                entry.id
+                for entry in self._entries(statement_id, rows)
+                if (match.source is None or entry.source == match.source)
+                and (match.country is None or entry.country == match.country)
+            ]
+            if picked:
+                marks = self.redis.hmget(struck_key, picked)
+                ids.extend(i for i, mark in zip(picked, marks, strict=True) if mark is None)
+            if len(rows) < batch:
+                break
+            cursor = "(" + _text(rows[-1][0])
+        return BulkSelection(ids, upto)
+
+    def strike_bulk(
+        self,
+        statement_id: str,
+        selection: BulkSelection,
+        by: str,
+        reason: str,
+        match: BulkFilter,
+    ) -> BulkResult:
+        """Strike every selected entry not struck meanwhile, in atomic batches, each as a
+        single strike is (the struck record, with the bulk's id, and a strike entry in the
+        transparency log); remembered for ``undo_bulk``. ``LogNotReady`` changes nothing."""
+        if not self.log_ready(statement_id) and self.log_length(statement_id):
+            raise LogNotReady(statement_id)
+        bulk_id = secrets.token_hex(6)
+        now = time.time()
+        meta = self.key(statement_id, f"bulk:{bulk_id}:meta")
+        self.redis.hset(
+            meta,
+            mapping={
+                "by": by,
+                "at": int(now),
+                "reason": reason,
+                "filters": json.dumps(match.as_dict()),
+                "upto": selection.upto or "",
+                "matched": len(selection.ids),
+                "struck": 0,
+                "restored": 0,
+            },
+        )
+        record = json.dumps({"by": by, "at": int(now), "reason": reason, "bulk": bulk_id})
+        template = moderation_template("strike", _minute(now), reason=reason)
+        keys = self._bulk_keys(statement_id, bulk_id)
+        script = self._script("bulk_strike", BULK_STRIKE_LUA)
+        struck, count = 0, self.count(statement_id)
+        for start in range(0, len(selection.ids), BULK_BATCH):
+            chunk = selection.ids[start : start + BULK_BATCH]
+            args = [record, self.channel(statement_id), *template.pieces, *chunk]
+            status, n, count = script(keys=keys + self._record_keys(statement_id, chunk), args=args)
+            if _text(status) == "unready":
+                raise LogNotReady(statement_id)
+            struck += int(n)
+            self.redis.hincrby(meta, "struck", int(n))
+        return BulkResult(bulk_id, struck, int(count))
+
+    def undo_bulk(self, statement_id: str, bulk_id: str) -> BulkResult:
+        """Restore what bulk ``bulk_id`` struck and nobody has restored or struck again
+        since, in atomic batches, each as a single unstrike is. ``KeyError`` for an unknown
+        bulk; a second undo restores nothing."""
+        if not BULK_ID.fullmatch(bulk_id):
+            raise KeyError(bulk_id)
+        meta = self.key(statement_id, f"bulk:{bulk_id}:meta")
+        if not self.redis.exists(meta):
+            raise KeyError(bulk_id)
+        keys = [*self._bulk_keys(statement_id, bulk_id), meta]
+        members = keys[11]
+        script = self._script("bulk_undo", BULK_UNDO_LUA)
+        restored, count = 0, self.count(statement_id)
+        # Oldest first, as they were struck; each batch takes its ids out of the set.
+        ids = sorted((_text(i) for i in self.redis.smembers(members)), key=_entry_key)
+        for start in range(0, len(ids), BULK_BATCH):
+            chunk = ids[start : start + BULK_BATCH]
+            template = moderation_template("unstrike", _minute(time.time()))
+            args = [bulk_id, self.channel(statement_id), *template.pieces, *chunk]
+            status, n, count = script(keys=keys + self._record_keys(statement_id, chunk), args=args)
+            if _text(status) == "unready":
+                raise LogNotReady(statement_id)
+            restored += int(n)
+        return BulkResult(bulk_id, restored, int(count))
+
+    def bulk_info(self, statement_id: str, bulk_id: str) -> dict[str, Any] | None:
+        """A bulk strike's record (by, at, reason, filters, upto, matched, struck, restored)."""
+        if not BULK_ID.fullmatch(bulk_id):
+            return None
+        raw = self.redis.hgetall(self.key(statement_id, f"bulk:{bulk_id}:meta"))
+        if not raw:
+            return None
+        info: dict[str, Any] = {_text(k): _text(v) for k, v in raw.items()}
+        for name in ("at", "matched", "struck", "restored"):
+            info[name] = int(info.get(name, 0))
+        info["filters"] = json.loads(info.get("filters", "{}"))
+        return info
+
+    # -- block lists (keys of their own: they apply to every statement) ----------------------
+    @property
+    def blocks_key(self) -> str:
+        return f"{self.prefix}:blocks"
+
+    def blocks(self) -> dict[str, dict[str, Any]]:
+        """Every block, expired or not, by id (one read)."""
+        raw = self.redis.hgetall(self.blocks_key)
+        return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    def add_block(self, record: Mapping[str, Any]) -> str:
+        """Keep ``record`` (JSON-able, with ``expires``: epoch seconds or None) under a new
+        short random id, and answer the id."""
+        value = json.dumps(dict(record), separators=(",", ":"))
+        while True:
+            block_id = secrets.token_hex(4)
+            if self.redis.hsetnx(self.blocks_key, block_id, value):
+                return block_id
+
+    def remove_block(self, block_id: str) -> bool:
+        return bool(self.redis.hdel(self.blocks_key, block_id))
+
+    def prune_blocks(self, now: float | None = None) -> int:
+        """Forget expired blocks; answer how many."""
+        script = self._script("prune_blocks", PRUNE_BLOCKS_LUA)
+        return int(script(keys=[self.blocks_key], args=[int(time.time() if now is None else now)]))
+
     def stats(self, statement_id: str, now: float | None = None) -> dict[str, Any]:
         """Count, breakdowns and timelines: ``minute`` (last 60), ``hour`` (last 72),
         ``day`` (every day since the first), each a list of ``[bucket_start, n]``."""
@@ -965,6 +1318,11 @@ class Store:
                 for e, m in zip(entries, marks, strict=True)
             ]
         return entries, (entries[-1].id if more and entries else None)
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _text(value: Any) -> str:

@@ -1,18 +1,26 @@
-"""The console in Chromium against the real gunicorn: sign in, live count, strike, export."""
+"""The console in Chromium against the real gunicorn: sign in, live count, strike, export,
+block lists, the surge banner and bulk moderation."""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from conftest import ADMIN_TOKEN, STATEMENT
-from playwright.sync_api import Browser, expect
+from axe_playwright_python.sync_playwright import Axe
+from conftest import ADMIN_TOKEN, ALLY, STATEMENT
+from playwright.sync_api import Browser, Page, expect
+from redis import Redis
 from servers import Gunicorn
+
+from widget.store import Endorsement, Store
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -99,3 +107,182 @@ def test_console_live_count_strike_and_export(
     expect(row).not_to_have_class("struck")
     assert errors == []
     context.close()
+
+
+# -- issue 10, the operator half: blocks, surge banner, bulk moderation -----------------------
+
+
+def shot(page: Page, name: str) -> None:
+    """A screenshot for people reviewing the console, when UNDERSIGN_SHOTS names a folder."""
+    folder = os.environ.get("UNDERSIGN_SHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def serious(page: Page) -> list[str]:
+    """What axe finds serious or critical on the page."""
+    results = Axe().run(page)
+    return [
+        f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def console(chromium: Browser, service: Gunicorn, path: str) -> tuple[Page, list[str]]:
+    """A signed-in console page and the list its script errors and CSP reports go to."""
+    errors: list[str] = []
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(15_000)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    page.goto(f"{service.url}{path}")
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**{path}")
+    return page, errors
+
+
+def endorse_from(service: Gunicorn, address: str, n: int) -> int:
+    body = {"name": f"Net {n}", "email": f"net{n}@example.org", "consent": True}
+    url = f"{service.url}/api/v1/statements/{STATEMENT}/endorsements"
+    response = requests.post(url, json=body, headers={"X-Forwarded-For": address}, timeout=5)
+    return response.status_code
+
+
+def test_console_blocks_add_and_remove(
+    start_gunicorn: Callable[..., Gunicorn], chromium: Browser
+) -> None:
+    service = start_gunicorn(workers=2, WIDGET_TRUSTED_PROXIES="1")
+    page, errors = console(chromium, service, "/admin")
+    page.click("#nav-blocks")
+    page.wait_for_url("**/admin/blocks")
+    expect(page.locator("#nav-blocks")).to_have_attribute("aria-current", "page")
+    rows = page.locator("#block-list tbody tr[data-block]")
+    expect(page.locator("#block-list tbody")).to_contain_text("No blocks")
+    shot(page, "blocks-empty")
+
+    # a mistyped network: the field says why, nothing is added
+    page.fill("#block-value", "203.0.113.0/33")
+    page.click("#block-add")
+    expect(page.locator("#block-value-err")).to_contain_text("not a network")
+    expect(page.locator("#block-value")).to_have_attribute("aria-invalid", "true")
+    shot(page, "blocks-error")
+    assert serious(page) == []
+    expect(rows).to_have_count(0)
+
+    page.fill("#block-value", "203.0.113.0/24")
+    page.fill("#block-reason", "scripted sign-ups")
+    page.select_option("#block-expires", "86400")
+    page.click("#block-add")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("203.0.113.0/24")
+    expect(rows.first).to_contain_text("scripted sign-ups")
+    expect(page.locator("#block-value-err")).to_be_hidden()
+    page.fill("#block-value", "198.51.100.7")
+    page.click("#block-add")
+    expect(rows.first).to_contain_text("IPv4 hashed /32")
+    page.check("input[name=kind][value=email_domain]")
+    expect(page.locator("#block-value-label")).to_have_text("Email domain")
+    page.fill("#block-value", "Throwaway.Example")
+    page.click("#block-add")
+    expect(rows).to_have_count(3)
+    expect(rows.first).to_contain_text("throwaway.example")  # newest first
+    shot(page, "blocks-list")
+    assert serious(page) == []
+
+    assert endorse_from(service, "203.0.113.5", 1) == 403
+    assert endorse_from(service, "198.51.100.7", 2) == 403
+    assert endorse_from(service, "198.51.100.8", 3) == 201
+
+    network_row = rows.filter(has_text="203.0.113.0/24")
+    network_row.locator("button[data-remove]").click()
+    expect(rows).to_have_count(2)
+    expect(page.locator("#block-status")).to_contain_text("removed")
+    deadline = time.monotonic() + 10  # every worker applies it within 2 s
+    while endorse_from(service, "203.0.113.5", 4) != 201:
+        assert time.monotonic() < deadline, "the network stayed blocked"
+        time.sleep(0.3)
+    page.reload()
+    expect(rows).to_have_count(2)
+    assert errors == []
+    page.close()
+
+
+def test_console_surge_banner_and_bulk_strike_with_undo(
+    start_gunicorn: Callable[..., Gunicorn], chromium: Browser, redis_client: Redis
+) -> None:
+    service = start_gunicorn(workers=2, WIDGET_SURGE_FLOOR="5")
+    store = Store(redis_client)
+    for i in range(3):  # the usual trickle
+        store.endorse(STATEMENT, Endorsement(f"calm-{i}", f"Calm {i}", "KZ", "direct"))
+    page, errors = console(chromium, service, f"/admin/s/{STATEMENT}")
+    count = page.locator("#count")
+    expect(count).to_have_text("3")
+    expect(page.locator("#surge")).to_be_hidden()
+
+    # synthetic load through the store: one ally, mostly one country
+    for i in range(8):
+        store.endorse(
+            STATEMENT, Endorsement(f"farm-{i}", f"Farm {i}", ("RU", "RU", "BY")[i % 3], ALLY)
+        )
+    expect(count).to_have_text("11")
+    banner = page.locator("#surge")
+    expect(banner).to_be_visible(timeout=20_000)
+    expect(page.locator("#surge-heading")).to_have_text(
+        "Surge: 11 endorsements in the last 5 minutes"
+    )
+    expect(page.locator("#surge-text")).to_contain_text("proof of work costs double")
+    hot = page.locator("#surge-sources li.hot")
+    expect(hot).to_have_count(1)
+    expect(hot).to_contain_text("ally.example")
+    expect(page.locator("#surge-countries")).to_contain_text("Russia (RU)")
+    shot(page, "dashboard-surge")
+    assert serious(page) == []
+
+    # from the banner to a preview: the ally, with a reason
+    hot.locator("button[data-fill-source]").click()
+    expect(page.locator("#bulk-source")).to_have_value(ALLY)
+    expect(page.locator("#bulk-reason")).to_be_focused()
+    page.click("#bulk-preview")
+    expect(page.locator("#bulk-result")).to_contain_text("8 endorsements match")
+    strike = page.locator("#bulk-strike")
+    expect(strike).to_have_text("Strike 8 endorsements")
+    # one more from the ally after the preview: left alone by the strike
+    store.endorse(STATEMENT, Endorsement("late", "Late", "RU", ALLY))
+    expect(count).to_have_text("12")
+    page.click("#bulk-strike")
+    expect(page.locator("#bulk-reason-err")).to_contain_text("Say why")  # a reason is needed
+    page.fill("#bulk-reason", "one ally, scripted")
+    expect(strike).to_be_visible()  # the reason is not a filter: the preview stands
+    shot(page, "dashboard-bulk-preview")
+    assert serious(page) == []
+    page.click("#bulk-strike")
+    expect(page.locator("#bulk-result")).to_contain_text("Struck 8 endorsements as bulk")
+    expect(count).to_have_text("4")
+    struck = page.locator("#entries tbody tr.struck")
+    expect(struck).to_have_count(8)
+    expect(struck.first).to_contain_text("one ally, scripted")
+    expect(struck.first).to_contain_text("(bulk ")
+    expect(page.locator("#entries tbody tr[data-eid]").first).not_to_have_class("struck")
+    shot(page, "dashboard-bulk-struck")
+    api_count = requests.get(f"{service.url}/api/v1/statements/{STATEMENT}/count", timeout=5)
+    assert api_count.json()["count"] == 4
+
+    page.click("#bulk-undo")
+    expect(page.locator("#bulk-result")).to_contain_text("Restored 8 endorsements")
+    expect(count).to_have_text("12")
+    expect(struck).to_have_count(0)
+    expect(page.locator("#bulk-undo")).to_be_hidden()
+
+    # the surge ends: its minutes leave the window (as ten minutes would)
+    for k in redis_client.scan_iter(f"us:{{{STATEMENT}}}:src:m:*"):
+        redis_client.delete(k)
+    expect(banner).to_be_hidden(timeout=25_000)
+    shot(page, "dashboard-after")
+    assert errors == []
+    page.close()
