@@ -2,7 +2,16 @@
    Reads its data from #w's data-* attributes; inserts text with textContent only. */
 (function () {
   'use strict';
-  var d = document, w = window, root = d.getElementById('w');
+  var d = document, w = window;
+  /* A signal that aborts a fetch (AbortError) if its answer is not in within ms. */
+  function deadline(ms) {
+    if (!w.AbortController) return;
+    var c = new AbortController();
+    setTimeout(function () { c.abort(); }, ms);
+    return c.signal;
+  }
+
+  var root = d.getElementById('w');
   if (!root) return;
   var ds = root.dataset, M = JSON.parse(ds.i18n || '{}'), lang = d.documentElement.lang || 'en';
   /* For Intl: the language, its fallbacks, English; skip the language if this browser
@@ -73,7 +82,7 @@
   var es = null, timer = 0, etag = '', noStream = !w.EventSource;
   function poll() {
     var h = etag ? { 'If-None-Match': etag } : {};
-    fetch(api + '/count', { headers: h, cache: 'no-store' }).then(function (r) {
+    fetch(api + '/count', { headers: h, cache: 'no-store', signal: deadline(10000) }).then(function (r) {
       if (r.status != 200) return;
       etag = r.headers.get('ETag') || '';
       return r.json().then(function (b) { setCount(b.count); });
@@ -129,7 +138,7 @@
   function loadRecent() {
     var box = $('recent'), list = $('recent-list');
     if (!box || !list) return;
-    fetch(api + '/recent', { cache: 'no-store' }).then(function (r) { return r.ok ? r.json() : null; }).then(function (b) {
+    fetch(api + '/recent', { cache: 'no-store', signal: deadline(10000) }).then(function (r) { return r.ok ? r.json() : null; }).then(function (b) {
       if (!b || !b.recent) return;
       list.textContent = '';
       b.recent.forEach(function (e) {
@@ -240,7 +249,8 @@
       var body = { name: v.name, email: v.email, country: v.country, consent: true, public: v.public };
       if (host) body.source = host;
       fetch(api + '/endorsements', {
-        method: 'POST', cache: 'no-store', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body)
+        method: 'POST', cache: 'no-store', signal: deadline(12000),
+        headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body)
       }).then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (b) {
           busy(false);
@@ -256,7 +266,11 @@
           }
           status(r.status == 429 ? t('err_rate') : r.status == 503 ? t('err_busy') : r.status == 409 ? t('err_closed') : b.detail || t('err_network'));
         });
-      }).catch(function () { busy(false); status(t('err_network')); });
+      }).catch(function (e) {
+        /* no answer in time: the form keeps its values, and sending it again is safe */
+        busy(false);
+        status(t(e.name == 'AbortError' ? 'err_timeout' : 'err_network'));
+      });
     });
     form.addEventListener('input', function (ev) {
       var f = ev.target && ev.target.name, box = f && $('f-' + f + '-err');
