@@ -342,7 +342,8 @@ def test_live_count_comes_over_the_event_stream_within_a_second(
     url = host_site.page("live-stream", host_site.snippet(**{"data-layout": "counter"}))
     page = new_page()
     page.on("request", lambda r: requested.append(f"{r.resource_type} {r.url}"))
-    events = f"{service.url}/api/v1/statements/{STATEMENT}/events"
+    # One stream per browser partition, every watched statement in it (test_live_tabs.py).
+    events = f"{service.url}/api/v1/events?statements={STATEMENT}"
     with page.expect_response(lambda r: r.url == events) as opened:
         page.goto(url)
     stream = opened.value
