@@ -84,7 +84,7 @@
       clearTimeout(redo);
       redo = setTimeout(open, 50);
     }
-    /* Claims the lead after 3 s without a leader; takes it unless a leader answers. */
+    /* Claims the lead when no leader spoke for 3 s or since joining; a leader answers. */
     function check() {
       if (!on) return;
       if (L == me) return say('lead');
@@ -101,7 +101,7 @@
       if (d.hidden) return role('paused');
       if (!bc) return es || timer || open();
       if (on) return;
-      on = 1;
+      on = beat = 1;
       role('follower');
       say('hi', { a: 1 });
       setTimeout(check, 300);

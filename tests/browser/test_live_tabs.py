@@ -345,6 +345,13 @@ def test_a_hidden_leader_hands_over_and_a_visible_tab_asks_for_counts(
     endorse_via_api(live_service, name="Visible Again", email="again@example.org")
     wait_shown(docs, 2, timeout=2)
     assert open_streams(live_service) == 1
+
+    # Both hidden: no stream at all. One shown again leads at once (nobody answers it).
+    for doc in docs:
+        doc.evaluate(hide % "true")
+    wait_for(lambda: open_streams(live_service) == 0, timeout=5, what="no stream")
+    leader.evaluate(hide % "false")
+    wait_for(lambda: role(leader) == "leader", timeout=1, what="the shown tab to lead")
     assert console.problems(live_service.url) == []
     context.close()
 
