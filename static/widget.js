@@ -67,7 +67,7 @@
       stop();
       var u = {};
       [].concat.apply(Object.keys(fns), Object.values(mem)).forEach(function (id) { u[id] = 1; });
-      cur = Object.keys(u).sort().slice(0, 50);
+      cur = Object.keys(u).sort();
       cache = {};
       if (!w.EventSource) return polling(1);
       var s = (es = new EventSource(base + '/events?statements=' + cur.map(encodeURIComponent).join(',')));
