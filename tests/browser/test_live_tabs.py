@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import STATEMENT
+from conftest import ADMIN_TOKEN, STATEMENT
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -38,7 +38,7 @@ from .conftest import VIOLATION_SPY, Console, HostHandler, HostSite
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
-BEARER = {"Authorization": "Bearer admin-token-for-tests", "Connection": "close"}
+BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Connection": "close"}
 # In every document: each change of a count or of the live role, with the time it showed.
 RECORD = """
 window.__seen = [];
