@@ -57,11 +57,11 @@
         }).catch(function () { /* offline or late: try again at the next tick */ });
       });
     }
-    function polling(on) {
+    function polling(yes) {
       clearInterval(timer);
-      timer = on && setInterval(poll, 5000);
-      if (on) poll();
-      role(on ? 'polling' : bc ? 'leader' : 'solo');
+      timer = yes && setInterval(poll, 5000);
+      if (yes) poll();
+      role(yes ? 'polling' : bc ? 'leader' : 'solo');
     }
     function open() {
       stop();
