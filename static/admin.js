@@ -1,9 +1,11 @@
 /* Undersign operator console: live dashboard, overview and block lists. No framework, no
- * third party. Live count from the public event stream (EventSource); each count event
- * refetches the admin stats (with the surge banner) and latest endorsements (at most once a
- * second); polling every 5 s is the fallback while the stream is down, and every 10 s while
- * a surge is shown, so the banner goes when the surge ends. Every value from the server is
- * set as text. */
+ * third party. Live counts come from the shared live-count client in widget.js
+ * (UndersignLive: one event stream for every console tab, hosted page and widget of this
+ * browser); each count refetches the admin stats (with the surge banner) and latest
+ * endorsements (at most once a second); polling every 5 s is the fallback while the stream
+ * is down, and every 10 s while a surge is shown, so the banner goes when the surge ends.
+ * Every request gives up after 10 s (12 s for actions) with a message in the error area.
+ * Every value from the server is set as text. */
 (function () {
   'use strict';
 
@@ -35,18 +37,28 @@
       ' ' + hm(d) + ':' + pad(d.getUTCSeconds());
   }
 
+  var LIVE = window.UndersignLive;
+  var READ_TIMEOUT = 10000;
+  var ACTION_TIMEOUT = 12000;
+
   function api(url, options) {
     options = options || {};
+    var post = !!options.method && options.method !== 'GET';  /* an action */
     var headers = { Accept: 'application/json' };
-    if (options.method && options.method !== 'GET') {
+    if (post) {
       headers['X-CSRF-Token'] = CSRF;
       headers['Content-Type'] = 'application/json';
     }
+    /* No request waits forever: the answer, body included, must be in within the limit. */
+    var limit = post ? ACTION_TIMEOUT : READ_TIMEOUT;
+    var controller = window.AbortController ? new AbortController() : null;
+    var timer = controller ? setTimeout(function () { controller.abort(); }, limit) : 0;
     return fetch(url, {
       method: options.method || 'GET',
       headers: headers,
       credentials: 'same-origin',
       cache: 'no-store',
+      signal: controller ? controller.signal : undefined,
       body: options.body ? JSON.stringify(options.body) : undefined
     }).then(function (response) {
       if (response.status === 401) {
@@ -61,6 +73,17 @@
         }
         return data;
       });
+    }).then(function (data) {
+      clearTimeout(timer);
+      return data;
+    }, function (err) {
+      clearTimeout(timer);
+      if (err && err.name === 'AbortError') {
+        throw new Error('The server did not answer within ' + limit / 1000 + ' s. ' + (post
+          ? 'The change may or may not have been made; doing it again is safe.'
+          : 'Trying again shortly.'));
+      }
+      throw err;
     });
   }
 
@@ -110,17 +133,29 @@
 
   /* -- overview ----------------------------------------------------------------------- */
   function overview(root) {
+    function paintCount(card, count, goal) {
+      $('[data-count]', card).textContent = NF.format(count);
+      setWidth($('[data-meter]', card), goal ? (100 * count) / goal : 0);
+    }
     function paint(s, card) {
-      $('[data-count]', card).textContent = NF.format(s.count);
+      paintCount(card, s.count, s.goal);
       var pill = $('[data-open]', card);
       pill.textContent = s.open ? 'Open' : 'Closed';
       pill.className = 'pill ' + (s.open ? 'ok' : 'off');
-      setWidth($('[data-meter]', card), s.goal ? (100 * s.count) / s.goal : 0);
     }
     Array.prototype.forEach.call(root.querySelectorAll('[data-meter]'), function (m) {
       setWidth(m, Number(m.getAttribute('data-pct')) || 0);
     });
+    /* Counts live, over the shared stream; open/closed (and the counts again) every 5 s. */
+    if (LIVE) {
+      Array.prototype.forEach.call(root.querySelectorAll('[data-id]'), function (card) {
+        LIVE.watch(root.getAttribute('data-live-api'), card.getAttribute('data-id'), function (n) {
+          if (typeof n === 'number') paintCount(card, n, Number(card.getAttribute('data-goal')));
+        });
+      });
+    }
     function poll() {
+      if (document.hidden) return;
       api(root.getAttribute('data-api')).then(function (data) {
         data.statements.forEach(function (s) {
           var card = root.querySelector('[data-id="' + CSS.escape(s.id) + '"]');
@@ -151,6 +186,7 @@
     var lastRefresh = 0;
     var pending = null;
     var streamLive = false;
+    var failed = false;
 
     function showError(message) {
       errorEl.textContent = message;
@@ -402,7 +438,13 @@
           nextCursor = data.next_cursor;
           renderEntries(data.endorsements, false);
         })
-      ]).then(function () { showError(''); }, function (err) { showError('Could not refresh: ' + err.message); });
+      ]).then(function () {
+        failed = false;
+        showError('');
+      }, function (err) {
+        failed = true;
+        showError('Could not refresh: ' + err.message);
+      });
     }
 
     function soon() {
@@ -416,29 +458,27 @@
       liveText.textContent = text;
     }
 
+    /* The shared client's role (widget.js sets <html data-live>): leader, follower or
+       solo hear the stream; polling means it is down; paused, the tab is hidden. */
     function connect() {
-      if (!window.EventSource) { setLive('polling', 'Updating every 5 s'); return; }
-      var source = new EventSource(root.getAttribute('data-events'));
-      source.addEventListener('open', function () { streamLive = true; setLive('live', 'Live'); });
-      source.addEventListener('count', function (ev) {
-        streamLive = true;
-        setLive('live', 'Live');
-        try {
-          var data = JSON.parse(ev.data);
-          if (typeof data.count === 'number') setCount(data.count);
-        } catch (e) { /* a malformed event only triggers the refetch */ }
+      if (!LIVE) { setLive('polling', 'Updating every 5 s'); return; }
+      var html = document.documentElement;
+      new MutationObserver(function () {
+        var role = html.getAttribute('data-live');
+        streamLive = role === 'leader' || role === 'follower' || role === 'solo';
+        if (streamLive) setLive('live', 'Live');
+        else if (role === 'polling') setLive('polling', 'Reconnecting · updating every 5 s');
+      }).observe(html, { attributes: true, attributeFilter: ['data-live'] });
+      LIVE.watch(root.getAttribute('data-live-api'), id, function (n) {
+        if (typeof n === 'number') setCount(n);
         soon();
-      });
-      source.addEventListener('error', function () {
-        streamLive = false;
-        setLive('polling', 'Reconnecting · updating every 5 s');
-        if (source.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
       });
     }
 
     setInterval(function () {
+      if (document.hidden) return;
       var stale = Date.now() - lastRefresh > (surgeOn ? 10000 : 30000);
-      if (!streamLive || stale) refresh();
+      if (!streamLive || failed || stale) refresh();
     }, 5000);
 
     /* -- bulk moderation: preview (dry run), strike exactly what was previewed, undo ----- */

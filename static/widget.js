@@ -2,7 +2,177 @@
    Reads its data from #w's data-* attributes; inserts text with textContent only. */
 (function () {
   'use strict';
-  var d = document, w = window, root = d.getElementById('w');
+  var d = document, w = window;
+  /* A signal that aborts a fetch (AbortError) if its answer is not in within ms. */
+  function deadline(ms) {
+    if (!w.AbortController) return;
+    var c = new AbortController();
+    setTimeout(function () { c.abort(); }, ms);
+    return c.signal;
+  }
+
+  /* -- live counts: one stream per browser partition, shared with the console (see
+     static/README.md). Role in <html data-live>. */
+  var live = (w.UndersignLive = (function () {
+    var me = Math.random(), base, bc, on, L, beat, claim, es, timer, redo;
+    var fns = {}, mem = {}, cur = [], cache = {}, tags = {};
+    function role(r) { d.documentElement.dataset.live = r; }
+    function say(t, m) {
+      m = m || {};
+      m.t = t;
+      m.f = me;
+      m.i = Object.keys(fns);
+      if (bc) bc.postMessage(m);
+    }
+    function got(c) {
+      for (var id in c) if (fns[id]) fns[id](c[id]);
+    }
+    function relay(id, n) {
+      var c = {};
+      c[id] = cache[id] = n;
+      got(c);
+      say('c', { c: c });
+    }
+    function hush() {
+      clearTimeout(claim);
+      claim = 0;
+      beat = Date.now();
+    }
+    function stop() {
+      hush();
+      clearTimeout(redo);
+      clearInterval(timer);
+      timer = 0;
+      if (es) es.close();
+      es = null;
+    }
+    function poll() {
+      cur.forEach(function (id) {
+        fetch(base + '/statements/' + encodeURIComponent(id) + '/count', {
+          headers: tags[id] ? { 'If-None-Match': tags[id] } : {}, cache: 'no-store', signal: deadline(10000)
+        }).then(function (r) {
+          if (r.status != 200) return;
+          tags[id] = r.headers.get('ETag');
+          return r.json().then(function (b) { relay(id, b.count); });
+        }).catch(function () { /* offline or late: try again at the next tick */ });
+      });
+    }
+    function polling(yes) {
+      clearInterval(timer);
+      timer = yes && setInterval(poll, 5000);
+      if (yes) poll();
+      role(yes ? 'polling' : bc ? 'leader' : 'solo');
+    }
+    function open() {
+      stop();
+      var u = {};
+      [].concat.apply(Object.keys(fns), Object.values(mem)).forEach(function (id) { u[id] = 1; });
+      cur = Object.keys(u).sort();
+      cache = {};
+      if (!w.EventSource) return polling(1);
+      var s = (es = new EventSource(base + '/events?statements=' + cur.map(encodeURIComponent).join(',')));
+      polling(0);
+      s.addEventListener('count', function (e) {
+        try { var m = JSON.parse(e.data); relay(m.id, m.count); } catch (x) { /* ignore a bad event */ }
+      });
+      s.onopen = function () { polling(0); };
+      s.onerror = function () {
+        if (s.readyState == 2) { es = null; polling(1); } else if (!timer) polling(1);
+      };
+    }
+    function reopen() {
+      clearTimeout(redo);
+      redo = setTimeout(open, 50);
+    }
+    /* Claims the lead when no leader spoke for 3 s or since joining; a leader answers. */
+    function check() {
+      if (!on) return;
+      if (L == me) return say('lead');
+      if (!claim && !(Date.now() - beat < 3000)) {
+        say('claim');
+        claim = setTimeout(function () {
+          L = me;
+          say('lead');
+          open();
+        }, 150);
+      }
+    }
+    function join() {
+      if (d.hidden) return role('paused');
+      if (!bc) return es || timer || open();
+      if (on) return;
+      on = beat = 1;
+      role('follower');
+      say('hi', { a: 1 });
+      setTimeout(check, 300);
+    }
+    function leave() {
+      stop();
+      if (on) say('bye');
+      if (L == me) L = 0;
+      on = 0;
+      role('paused');
+    }
+    function hear(e) {
+      var m = e.data, f = m.f, t = m.t;
+      if (t == 'bye') {
+        delete mem[f];
+        if (L == f) {
+          L = beat = 0;
+          check();
+        }
+        return;
+      }
+      mem[f] = m.i;
+      if (t == 'claim') {
+        if (L == me) say('lead');
+        else if (!claim || f < me) hush();
+        return;
+      }
+      if (t == 'lead') {
+        if (L == me) {
+          if (f > me) return say('lead');
+          stop();
+          role('follower');
+        }
+        hush();
+        if (L != f) {
+          L = f;
+          mem = {};
+          mem[f] = m.i;
+          if (on) say('hi');
+        }
+      }
+      if (f == L) {
+        beat = Date.now();
+        if (m.c) got(m.c);
+      } else if (L == me && t == 'hi') {
+        if (m.i.some(function (id) { return cur.indexOf(id) < 0; })) reopen();
+        if (m.a) say('lead', { c: cache });
+      }
+    }
+    return {
+      watch: function (api, id, fn) {
+        var fresh = !fns[id];
+        fns[id] = fn;
+        if (!base) {
+          base = api;
+          try {
+            (bc = new BroadcastChannel('undersign-live-v1')).onmessage = hear;
+          } catch (e) { bc = null; }
+          d.addEventListener('visibilitychange', function () { d.hidden ? leave() : join(); });
+          w.addEventListener('pagehide', leave);
+          setInterval(check, 1000);
+        } else if (fresh) {
+          say('hi', { a: 1 });
+          if (es || timer) reopen();
+        }
+        join();
+      }
+    };
+  })());
+
+  var root = d.getElementById('w');
   if (!root) return;
   var ds = root.dataset, M = JSON.parse(ds.i18n || '{}'), lang = d.documentElement.lang || 'en';
   /* For Intl: the language, its fallbacks, English; skip the language if this browser
@@ -70,40 +240,7 @@
     }
   }
 
-  var es = null, timer = 0, etag = '', noStream = !w.EventSource;
-  function poll() {
-    var h = etag ? { 'If-None-Match': etag } : {};
-    fetch(api + '/count', { headers: h, cache: 'no-store' }).then(function (r) {
-      if (r.status != 200) return;
-      etag = r.headers.get('ETag') || '';
-      return r.json().then(function (b) { setCount(b.count); });
-    }).catch(function () { /* offline: try again at the next tick */ });
-  }
-  function polling(on) {
-    clearInterval(timer);
-    timer = 0;
-    if (on) { poll(); timer = setInterval(poll, 5000); }
-  }
-  function stop() {
-    if (es) { es.close(); es = null; }
-    polling(false);
-  }
-  function start() {
-    stop();
-    if (noStream) return polling(true);
-    es = new EventSource(api + '/events');
-    es.addEventListener('count', function (e) {
-      try { setCount(JSON.parse(e.data).count); } catch (x) { /* ignore a bad event */ }
-    });
-    es.onopen = function () { polling(false); };
-    es.onerror = function () {
-      if (es && es.readyState == 2) { noStream = true; stop(); polling(true); } else if (!timer) polling(true);
-    };
-  }
-  if (num) {
-    d.addEventListener('visibilitychange', function () { d.hidden ? stop() : start(); });
-    afterPaint(function () { if (!d.hidden && !es && !timer) start(); });
-  }
+  if (num) afterPaint(function () { live.watch(api.replace(/\/statements\/[^/]*$/, ''), ds.statement, setCount); });
 
   /* -- recent endorsers -------------------------------------------------------------- */
   var regions;
@@ -129,7 +266,7 @@
   function loadRecent() {
     var box = $('recent'), list = $('recent-list');
     if (!box || !list) return;
-    fetch(api + '/recent', { cache: 'no-store' }).then(function (r) { return r.ok ? r.json() : null; }).then(function (b) {
+    fetch(api + '/recent', { cache: 'no-store', signal: deadline(10000) }).then(function (r) { return r.ok ? r.json() : null; }).then(function (b) {
       if (!b || !b.recent) return;
       list.textContent = '';
       b.recent.forEach(function (e) {
@@ -240,7 +377,8 @@
       var body = { name: v.name, email: v.email, country: v.country, consent: true, public: v.public };
       if (host) body.source = host;
       fetch(api + '/endorsements', {
-        method: 'POST', cache: 'no-store', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body)
+        method: 'POST', cache: 'no-store', signal: deadline(12000),
+        headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body)
       }).then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (b) {
           busy(false);
@@ -256,7 +394,11 @@
           }
           status(r.status == 429 ? t('err_rate') : r.status == 503 ? t('err_busy') : r.status == 409 ? t('err_closed') : b.detail || t('err_network'));
         });
-      }).catch(function () { busy(false); status(t('err_network')); });
+      }).catch(function (e) {
+        /* no answer in time: the form keeps its values, and sending it again is safe */
+        busy(false);
+        status(t(e.name == 'AbortError' ? 'err_timeout' : 'err_network'));
+      });
     });
     form.addEventListener('input', function (ev) {
       var f = ev.target && ev.target.name, box = f && $('f-' + f + '-err');

@@ -99,6 +99,7 @@ SCRIPT_KEYS = (
     "err_busy",
     "err_closed",
     "err_network",
+    "err_timeout",
 )
 
 

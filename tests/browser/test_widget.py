@@ -48,6 +48,7 @@ def test_hostile_host_page_endorse(new_page, host_site, service, console, redis_
 
     fill_form(frame, "Aliya Nurlanovna", "aliya@example.org")
     frame.click("#f-submit")
+    frame.wait_for_selector("#done:not([hidden])")  # the answer, not the stream
     frame.wait_for_selector('[data-count="2"]')
     assert api_count(service) == before + 1
     assert frame.is_visible("#done")
@@ -186,6 +187,7 @@ def test_keyboard_only_endorsement(new_page, host_site, service):
     page.keyboard.press("Tab")
     assert frame.evaluate(active) == "f-submit"
     page.keyboard.press("Enter")
+    frame.wait_for_selector("#done:not([hidden])")  # the answer, not the stream
     frame.wait_for_selector('[data-count="1"]')
     assert frame.evaluate(active) == "done"  # focus follows to the thank-you
     assert api_count(service) == 1
@@ -281,6 +283,7 @@ def test_compact_opens_the_form_then_endorses(new_page, host_site, service):
     assert frame.evaluate("document.activeElement.id") == "f-name"
     fill_form(frame, "Compact Person", "compact@example.org", country="")
     frame.click("#f-submit")
+    frame.wait_for_selector("#done:not([hidden])")  # the answer, not the stream
     frame.wait_for_selector('[data-count="1"]')
     assert "Your endorsement has been counted." in frame.inner_text("#done")
 
@@ -305,6 +308,7 @@ def test_hosted_page_endorses_in_place_with_javascript(new_page, service):
     page.fill("#f-email", "camille@example.org")
     page.check("#f-consent")
     page.click("#f-submit")
+    page.wait_for_selector("#done:not([hidden])")  # the answer, not the stream
     page.wait_for_selector('[data-count="1"]')
     assert page.url.endswith("?lang=fr")  # no navigation: the script used the API
     assert "Votre soutien a bien été compté." in page.inner_text("#done")
@@ -349,7 +353,8 @@ def test_live_count_comes_over_the_event_stream_within_a_second(
     url = host_site.page("live-stream", host_site.snippet(**{"data-layout": "counter"}))
     page = new_page()
     page.on("request", lambda r: requested.append(f"{r.resource_type} {r.url}"))
-    events = f"{service.url}/api/v1/statements/{STATEMENT}/events"
+    # One stream per browser partition, every watched statement in it (test_live_tabs.py).
+    events = f"{service.url}/api/v1/events?statements={STATEMENT}"
     with page.expect_response(lambda r: r.url == events) as opened:
         page.goto(url)
     stream = opened.value

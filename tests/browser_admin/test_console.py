@@ -16,7 +16,7 @@ import pytest
 import requests
 from axe_playwright_python.sync_playwright import Axe
 from conftest import ADMIN_TOKEN, ALLY, STATEMENT
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 from redis import Redis
 from servers import Gunicorn
 
@@ -140,11 +140,15 @@ def console(chromium: Browser, service: Gunicorn, path: str) -> tuple[Page, list
         "console",
         lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
     )
+    sign_in(page, service, path)
+    return page, errors
+
+
+def sign_in(page: Page, service: Gunicorn, path: str) -> None:
     page.goto(f"{service.url}{path}")
     page.fill("#token", ADMIN_TOKEN)
     page.click("button[type=submit]")
     page.wait_for_url(f"**{path}")
-    return page, errors
 
 
 def endorse_from(service: Gunicorn, address: str, n: int) -> int:
@@ -286,3 +290,45 @@ def test_console_surge_banner_and_bulk_strike_with_undo(
     shot(page, "dashboard-after")
     assert errors == []
     page.close()
+
+
+def test_console_overview_is_live_and_a_stalled_read_says_so(
+    start_gunicorn: Callable[..., Gunicorn], chromium: Browser
+) -> None:
+    service = start_gunicorn(workers=2)
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # The overview's counts come over the shared stream (its 5-second poll is refused).
+    context.route("**/api/v1/admin/statements", lambda route: route.abort())
+    sign_in(page, service, "/admin/")
+    card = page.locator(f'[data-id="{STATEMENT}"] [data-count]')
+    expect(card).to_have_text("0")
+    expect(page.locator("html")).to_have_attribute("data-live", "leader")
+    endorse(service, 1)
+    expect(card).to_have_text("1", timeout=2_000)
+
+    # The dashboard's first stats read gets no answer: after 10 s it says so, and the
+    # next read (5 s later) clears the message.
+    held: list[Route] = []
+
+    def stall_first(route: Route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    context.route("**/api/v1/admin/statements/*/stats", stall_first)
+    page.goto(f"{service.url}/admin/s/{STATEMENT}")
+    error = page.locator("#error")
+    expect(error).to_have_text(
+        "Could not refresh: The server did not answer within 10 s. Trying again shortly.",
+        timeout=13_000,
+    )
+    expect(error).to_be_hidden(timeout=7_000)
+    expect(page.locator("#count")).to_have_text("1")
+    assert errors == []
+    context.close()
