@@ -44,6 +44,7 @@ def test_iframe_payload_is_within_budget(client, lang, layout):
     assets = assets_of(html)
     assert len(assets) == 2  # one stylesheet, one script
     total = gz(response.data) + sum(gz(client.get(url).data) for url in assets)
+    print(f"iframe payload {lang}/{layout}: {total} bytes gzipped")  # -s shows the figures
     assert total <= IFRAME_BUDGET, f"iframe payload is {total} bytes gzipped"
 
 

@@ -18,10 +18,9 @@ when the hash matches, revalidated otherwise; all carry ``nosniff`` and
 
 from __future__ import annotations
 
-import hashlib
 import json
+import mimetypes
 import secrets
-from functools import cache
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
@@ -30,6 +29,7 @@ from flask_limiter import RateLimitExceeded
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from redis.exceptions import RedisError
 
+from . import assets
 from .api import (
     RECENT_LIMIT,
     get_registry,
@@ -106,15 +106,9 @@ SCRIPT_KEYS = (
 # -- assets -----------------------------------------------------------------------------
 
 
-@cache
 def asset_digest(filename: str) -> str:
-    """A short content hash of ``static/<filename>`` (cached per process)."""
-    if "\x00" in filename:
-        return ""
-    path = (STATIC_DIR / filename).resolve()
-    if STATIC_DIR.resolve() not in path.parents or not path.is_file():
-        return ""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    """A short content hash of what is served for ``static/<filename>``."""
+    return assets.digest(filename)
 
 
 def asset_url(filename: str) -> str:
@@ -144,13 +138,20 @@ def security_headers(response: Response) -> Response:
 
 
 def send_static(folder: Any, filename: str, mimetype: str | None = None) -> Response:
-    """A file, revalidated on each use; a ``static/`` one with its content hash as ETag."""
+    """A file, revalidated on each use; a ``static/`` one as ``assets`` serves it (scripts
+    and stylesheets minified), with its content hash as ETag."""
     if "\x00" in filename:
         abort(404)  # no such file can exist; the filesystem calls would raise ValueError
-    digest = asset_digest(filename) if folder == STATIC_DIR else ""
-    response = _send_from_directory(
-        folder, filename, mimetype=mimetype, etag=digest or True, max_age=None
-    )
+    if folder == STATIC_DIR:
+        body = assets.served(filename)
+        if body is None:
+            abort(404)
+        guessed = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        response = Response(body, mimetype=mimetype or guessed)
+        response.set_etag(assets.digest(filename))
+        response.make_conditional(request)
+    else:
+        response = _send_from_directory(folder, filename, mimetype=mimetype, max_age=None)
     response.headers["Cache-Control"] = "no-cache"
     return response
 
