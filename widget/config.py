@@ -221,7 +221,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "POW_COST",
-        3000,
+        10000,
         _to_positive_int,
         "PBKDF2-SHA-256 iterations per attempt of the proof of work (ALTCHA's `cost`); a "
         "solver makes 16-48 attempts. Doubles while the statement surges.",

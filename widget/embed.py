@@ -100,6 +100,8 @@ SCRIPT_KEYS = (
     "err_closed",
     "err_network",
     "err_timeout",
+    "pow_wait",
+    "err_pow",
 )
 
 
@@ -199,6 +201,8 @@ def page_context(statement: Statement, t: Catalog) -> dict[str, Any]:
         "open": statement.scheduled_open() and not closed,
         "url": statement_url(statement.id),
         "api": url_for("api.show_statement", statement_id=statement.id),
+        # The proof-of-work solver's script, when the proof of work is on.
+        "pow": asset_url("pow.js") if current_app.config["POW"] else "",
         "script_messages": json.dumps(t.subset(SCRIPT_KEYS), ensure_ascii=False),
         "countries": SORTED_COUNTRIES,
     }
