@@ -124,70 +124,66 @@ local function fields_of(row, who)
 end
 """
 
-# One atomic step for an endorsement:
-#   refuse when closed, or while the statement's log is being prepared; refuse a
-#   proof-of-work solution used before (unless this is the same person again: a retry
-#   after a lost answer is a duplicate, not an error); check every rate-limit tier without
-#   consuming any; mark the solution used; dedup on the email HMAC (and the HMAC of the
-#   address as normalised before the current rule); append to the record under an id that
-#   carries only the minute, and to the transparency log; bump the count, breakdowns and
-#   timelines; consume every tier; publish the new count.
-# Rate-limit tiers use sliding-window counters on clock-aligned windows: a window's
-# counter and the one before it, weighted by how much of the window has passed. They hold
-# counts only, never the time of a request.
-ENDORSE_LUA = (
-    _TLOG
-    + """
-local count_key, seen, log = KEYS[1], KEYS[2], KEYS[3]
-local by_source, by_country = KEYS[4], KEYS[5]
-local tl_m, tl_h, tl_d, state, pow_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local tlog, commits, who, legacy_seen = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
-local hmac, legacy, record, private = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local country, source, public, channel = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local pow_ttl, now_ms, minute_ms = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local head, tail, commit = ARGV[12], ARGV[13], ARGV[14]
-local n_windows = tonumber(ARGV[15])
-local current = tonumber(redis.call('GET', count_key) or '0')
-local states = redis.call('HMGET', state, 'closed', 'tlog')
-if states[1] == '1' then return {'closed', current, '', 0} end
-if states[2] ~= 'ready' then
-  -- Only a record made before the log needs preparing; an empty one opens at once.
-  if redis.call('XLEN', log) > 0 then return {'unready', current, '', 0} end
-  redis.call('HSET', state, 'tlog', 'ready')
+# Refusals every endorsement meets first: the statement closed by an operator, or its log
+# still being prepared (only a record made before the log needs preparing; an empty one
+# opens at once). The reason, or nil.
+_GATE = """
+local function gate(state, log)
+  local states = redis.call('HMGET', state, 'closed', 'tlog')
+  if states[1] == '1' then return 'closed' end
+  if states[2] ~= 'ready' then
+    if redis.call('XLEN', log) > 0 then return 'unready' end
+    redis.call('HSET', state, 'tlog', 'ready')
+  end
+  return nil
 end
-local function prior()
+"""
+
+# Whether an email HMAC has endorsed already: the HMAC in its dedup bucket, or the HMAC
+# of the address as normalised before the current rule in the older hash of hex HMACs
+# (whose value is the entry id).
+_PRIOR = """
+local function prior(seen, hmac, legacy_seen, legacy)
   if redis.call('HEXISTS', seen, hmac) == 1 then return 'known' end
   if legacy ~= '' then return redis.call('HGET', legacy_seen, legacy) end
   return nil
 end
-if pow_ttl > 0 and redis.call('EXISTS', pow_key) == 1 then
-  local id = prior()
-  if id then return {'duplicate', current, id, 0} end
-  return {'replay', current, '', 0}
-end
-local windows = {}
-for w = 0, n_windows - 1 do
-  local a = 16 + w * 4
-  local amount, span = tonumber(ARGV[a]), tonumber(ARGV[a + 1]) * 1000
-  local index = math.floor(now_ms / span)
-  local cur, prev = KEYS[15 + w * 2], KEYS[16 + w * 2]
-  local c = tonumber(redis.call('GET', cur) or '0')
-  local p = tonumber(redis.call('GET', prev) or '0')
-  local elapsed = now_ms - index * span
-  -- The estimate of the last span's count: this window's, plus the previous window's
-  -- share of the span that is still inside it.
-  if p * (span - elapsed) / span + c + 1 > amount then
-    local wait
-    if c + 1 > amount then  -- until the next window has left enough of this one behind
-      wait = span - elapsed + span * math.max(0, 1 - (amount - 1) / c)
-    else
-      wait = span * (1 - (amount - c - 1) / p) - elapsed
+"""
+
+# Rate-limit tiers: sliding-window counters on clock-aligned windows, a window's counter
+# and the one before it, weighted by how much of the window has passed. They hold counts
+# only, never the time of a request. ``tier_windows`` checks every window without
+# consuming any (window w's keys are KEYS[key0 + 2w] and the one after, its arguments
+# ARGV[arg0 + 4w] to ARGV[arg0 + 4w + 3]: amount, seconds, tier name, whether a
+# duplicate uses it up); it answers the windows, or nil, the tier that refused and the
+# seconds to wait. ``consume`` counts one in every window (or in those a duplicate uses).
+_TIERS = """
+local function tier_windows(now_ms, n_windows, key0, arg0)
+  local windows = {}
+  for w = 0, n_windows - 1 do
+    local a = arg0 + w * 4
+    local amount, span = tonumber(ARGV[a]), tonumber(ARGV[a + 1]) * 1000
+    local index = math.floor(now_ms / span)
+    local cur, prev = KEYS[key0 + w * 2], KEYS[key0 + 1 + w * 2]
+    local c = tonumber(redis.call('GET', cur) or '0')
+    local p = tonumber(redis.call('GET', prev) or '0')
+    local elapsed = now_ms - index * span
+    -- The estimate of the last span's count: this window's, plus the previous window's
+    -- share of the span that is still inside it.
+    if p * (span - elapsed) / span + c + 1 > amount then
+      local wait
+      if c + 1 > amount then  -- until the next window has left enough of this one behind
+        wait = span - elapsed + span * math.max(0, 1 - (amount - 1) / c)
+      else
+        wait = span * (1 - (amount - c - 1) / p) - elapsed
+      end
+      return nil, ARGV[a + 2], math.max(1, math.ceil(wait / 1000))
     end
-    return {'limited', current, ARGV[a + 2], math.max(1, math.ceil(wait / 1000))}
+    windows[#windows + 1] = {cur, (index + 2) * span / 1000, ARGV[a + 3] == '1'}
   end
-  windows[#windows + 1] = {cur, (index + 2) * span / 1000, ARGV[a + 3] == '1'}
+  return windows
 end
-local function consume(all)
+local function consume(windows, all)
   for _, w in ipairs(windows) do
     if all or w[3] then
       redis.call('INCR', w[1])
@@ -195,43 +191,105 @@ local function consume(all)
     end
   end
 end
-if pow_ttl > 0 then redis.call('SET', pow_key, '1', 'EX', pow_ttl) end
-local id = prior()
-if id then
-  consume(false)
-  return {'duplicate', current, id, 0}
+"""
+
+# Counting one endorsement, once it is decided that it counts: append it to the record
+# under an id that carries only the minute (``k`` marks one its owner confirmed by email),
+# and to the transparency log; keep its receipt commitment, its email HMAC for dedup and
+# its private record; bump the count, breakdowns, timelines and the arrival buckets of
+# surge detection; publish the new count. ``k`` holds the key names, ``e`` the values.
+_RECORD = (
+    _TLOG
+    + """
+local function record(k, e)
+  local newest = redis.call('XREVRANGE', k.log, '+', '-', 'COUNT', 1)
+  local entry = e.minute_ms .. '-0'
+  if #newest > 0 then
+    local ms, seq = string.match(newest[1][1], '^(%d+)-(%d+)$')
+    if tonumber(ms) >= e.minute_ms then entry = ms .. '-' .. (tonumber(seq) + 1) end
+  end
+  local i = redis.call('LLEN', k.tlog)
+  local fields = {'s', e.source, 'p', e.public, 'i', i, 'r', e.record}
+  if e.confirmed then
+    fields[#fields + 1] = 'k'
+    fields[#fields + 1] = '1'
+  end
+  local id = redis.call('XADD', k.log, entry, unpack(fields))
+  append(k.tlog, e.head, e.tail)
+  redis.call('HSET', k.commits, e.commit, i .. ' ' .. id)
+  redis.call('HSET', k.seen, e.hmac, '1')
+  redis.call('HSET', k.who, e.record, e.private)
+  local count = redis.call('INCR', k.count)
+  redis.call('HINCRBY', k.by_source, e.source, 1)
+  if e.country ~= '' then redis.call('HINCRBY', k.by_country, e.country, 1) end
+  local sec = math.floor(tonumber(string.match(id, '^(%d+)-')) / 1000)
+  redis.call('HINCRBY', k.tl_m, sec - sec % 60, 1)
+  redis.call('HINCRBY', k.tl_h, sec - sec % 3600, 1)
+  redis.call('HINCRBY', k.tl_d, sec - sec % 86400, 1)
+  -- Arrivals per source for surge detection: a minute and an hour bucket.
+  for j = 1, 2 do
+    redis.call('HINCRBY', k.arrivals[j], e.source, 1)
+    redis.call('EXPIREAT', k.arrivals[j], e.arrivals_until[j])
+  end
+  redis.call('PUBLISH', e.channel, count)
+  return count, id
 end
-local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
-local entry = minute_ms .. '-0'
-if #newest > 0 then
-  local ms, seq = string.match(newest[1][1], '^(%d+)-(%d+)$')
-  if tonumber(ms) >= minute_ms then entry = ms .. '-' .. (tonumber(seq) + 1) end
-end
-local i = redis.call('LLEN', tlog)
-id = redis.call('XADD', log, entry, 's', source, 'p', public, 'i', i, 'r', record)
-append(tlog, head, tail)
-redis.call('HSET', commits, commit, i .. ' ' .. id)
-redis.call('HSET', seen, hmac, '1')
-redis.call('HSET', who, record, private)
-local count = redis.call('INCR', count_key)
-redis.call('HINCRBY', by_source, source, 1)
-if country ~= '' then redis.call('HINCRBY', by_country, country, 1) end
-local sec = math.floor(tonumber(string.match(id, '^(%d+)-')) / 1000)
-redis.call('HINCRBY', tl_m, sec - sec % 60, 1)
-redis.call('HINCRBY', tl_h, sec - sec % 3600, 1)
-redis.call('HINCRBY', tl_d, sec - sec % 86400, 1)
--- Arrivals per source for surge detection: a minute and an hour bucket, last in KEYS.
-local arrivals = 15 + n_windows * 2
-for j = 0, 1 do
-  redis.call('HINCRBY', KEYS[arrivals + j], source, 1)
-  redis.call('EXPIREAT', KEYS[arrivals + j], ARGV[16 + n_windows * 4 + j])
-end
-consume(true)
-redis.call('PUBLISH', channel, count)
-return {'counted', count, id, 0}
 """
 )
 
+# One atomic step for an endorsement:
+#   refuse when closed, or while the statement's log is being prepared; refuse a
+#   proof-of-work solution used before (unless this is the same person again: a retry
+#   after a lost answer is a duplicate, not an error); check every rate-limit tier without
+#   consuming any; mark the solution used; dedup on the email HMAC (and the HMAC of the
+#   address as normalised before the current rule); record it (see _RECORD); consume
+#   every tier (a duplicate: the address tiers only).
+ENDORSE_LUA = (
+    _GATE
+    + _PRIOR
+    + _TIERS
+    + _RECORD
+    + """
+local count_key, seen, log = KEYS[1], KEYS[2], KEYS[3]
+local by_source, by_country = KEYS[4], KEYS[5]
+local tl_m, tl_h, tl_d, state, pow_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local tlog, commits, who, legacy_seen = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local hmac, legacy, record_id, private = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local country, source, public, channel = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local pow_ttl, now_ms, minute_ms = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local head, tail, commit = ARGV[12], ARGV[13], ARGV[14]
+local n_windows = tonumber(ARGV[15])
+local current = tonumber(redis.call('GET', count_key) or '0')
+local refused = gate(state, log)
+if refused then return {refused, current, '', 0} end
+if pow_ttl > 0 and redis.call('EXISTS', pow_key) == 1 then
+  local id = prior(seen, hmac, legacy_seen, legacy)
+  if id then return {'duplicate', current, id, 0} end
+  return {'replay', current, '', 0}
+end
+local windows, tier, wait = tier_windows(now_ms, n_windows, 15, 16)
+if not windows then return {'limited', current, tier, wait} end
+if pow_ttl > 0 then redis.call('SET', pow_key, '1', 'EX', pow_ttl) end
+local id = prior(seen, hmac, legacy_seen, legacy)
+if id then
+  consume(windows, false)
+  return {'duplicate', current, id, 0}
+end
+consume(windows, true)
+-- The arrival buckets are last in KEYS, their expiry times last in ARGV.
+local arrivals = 15 + n_windows * 2
+local count
+count, id = record(
+  {count = count_key, seen = seen, log = log, by_source = by_source,
+   by_country = by_country, tl_m = tl_m, tl_h = tl_h, tl_d = tl_d, tlog = tlog,
+   commits = commits, who = who, arrivals = {KEYS[arrivals], KEYS[arrivals + 1]}},
+  {hmac = hmac, record = record_id, private = private, country = country,
+   source = source, public = public, channel = channel, minute_ms = minute_ms,
+   head = head, tail = tail, commit = commit,
+   arrivals_until = {ARGV[16 + n_windows * 4], ARGV[17 + n_windows * 4]}})
+return {'counted', count, id, 0}
+"""
+)
 
 # Strike or un-strike one logged endorsement atomically: the count, every breakdown and
 # the timeline buckets of its time follow, the transparency log gets the entry, and the
@@ -961,20 +1019,12 @@ class Store:
             tail,
             _commit_field(commit),
         ]
-        windows = [(tier, window) for tier in guard.tiers for window in tier.windows]
-        # Windows follow this host's clock, which names their keys (Redis Cluster wants
-        # every key named up front); hosts a little apart only shift a boundary a little.
-        args.append(len(windows))
-        for tier, window in windows:
-            index = now_ms // (window.seconds * 1000)
-            base = f"rl:{tier.name}:{tier.subject}:{window.seconds}"
-            keys.append(self.key(statement_id, f"{base}:{index}"))
-            keys.append(self.key(statement_id, f"{base}:{index - 1}"))
-            args += [window.amount, window.seconds, tier.name, "1" if tier.on_duplicate else "0"]
-        # The arrival buckets surge detection reads (see ``surge``), by this host's clock.
-        minute, hour = int(now // 60) * 60, int(now // 3600) * 3600
-        keys += [self.key(statement_id, f"src:m:{minute}"), self.key(statement_id, f"src:h:{hour}")]
-        args += [minute + ARRIVAL_MINUTE_TTL, hour + ARRIVAL_HOUR_TTL]
+        tier_keys, tier_args = self._tier_windows(statement_id, guard, now_ms)
+        keys += tier_keys
+        args += tier_args
+        arrival_keys, arrival_args = self._arrivals(statement_id, now)
+        keys += arrival_keys
+        args += arrival_args
         status, count, detail, retry_after = self._endorse(keys=keys, args=args)
         status = _text(status)
         return EndorseResult(
@@ -984,6 +1034,30 @@ class Store:
             tier=_text(detail) if status == "limited" else "",
             retry_after=int(retry_after),
         )
+
+    def _tier_windows(
+        self, statement_id: str, guard: Guard, now_ms: int
+    ) -> tuple[list[str], list[str | int | bytes]]:
+        """The keys and arguments of every tier window (see ``_TIERS``), the count first."""
+        windows = [(tier, window) for tier in guard.tiers for window in tier.windows]
+        # Windows follow this host's clock, which names their keys (Redis Cluster wants
+        # every key named up front); hosts a little apart only shift a boundary a little.
+        keys: list[str] = []
+        args: list[str | int | bytes] = [len(windows)]
+        for tier, window in windows:
+            index = now_ms // (window.seconds * 1000)
+            base = f"rl:{tier.name}:{tier.subject}:{window.seconds}"
+            keys.append(self.key(statement_id, f"{base}:{index}"))
+            keys.append(self.key(statement_id, f"{base}:{index - 1}"))
+            args += [window.amount, window.seconds, tier.name, "1" if tier.on_duplicate else "0"]
+        return keys, args
+
+    def _arrivals(self, statement_id: str, now: float) -> tuple[list[str], list[str | int | bytes]]:
+        """The arrival buckets surge detection reads (see ``surge``), by this host's clock,
+        and when each expires."""
+        minute, hour = int(now // 60) * 60, int(now // 3600) * 3600
+        keys = [self.key(statement_id, f"src:m:{minute}"), self.key(statement_id, f"src:h:{hour}")]
+        return keys, [minute + ARRIVAL_MINUTE_TTL, hour + ARRIVAL_HOUR_TTL]
 
     # Where an endorsement's pieces live. The buckets keep each hash small, which Redis
     # stores compactly (a listpack), and a key name is known before the script runs.
