@@ -6,12 +6,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 
 __all__ = ["create_app"]
+
+# RQ reads its key prefix once, when it is first imported: every key of the mail queue
+# carries the hash tag {mail}, so its transactions stay in one Redis Cluster slot (see
+# ``jobs``, which refuses to run with any other).
+RQ_KEY_PREFIX = "rq:{mail}"
+os.environ.setdefault("RQ_KEY_PREFIX", RQ_KEY_PREFIX)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:

@@ -12,7 +12,8 @@ description and exceptions carry no server text, so RQ's logs and records never 
 address.
 
 Every key RQ uses carries the hash tag ``{mail}`` (``RQ_KEY_PREFIX`` is ``rq:{mail}``, set
-here before RQ is imported): its transactions stay in one slot of a Redis Cluster. The
+by the package before RQ is imported, checked here): its transactions stay in one slot of
+a Redis Cluster. The
 queue's own counters are ``us:{mail}:stats`` (``sent``, ``failures``, ``dropped``).
 """
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import secrets
 import socket
 import time
@@ -30,26 +30,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-RQ_PREFIX = "rq:{mail}"
-if os.environ.get("RQ_KEY_PREFIX", RQ_PREFIX) != RQ_PREFIX:
-    raise RuntimeError(f"RQ_KEY_PREFIX must be {RQ_PREFIX!r} (or unset) for Undersign")
-os.environ["RQ_KEY_PREFIX"] = RQ_PREFIX
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from redis import Redis
+from rq import Callback, Queue, Retry, SimpleWorker
+from rq.defaults import RQ_KEY_PREFIX
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+from rq.worker import Worker
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
-from redis import Redis  # noqa: E402
-from rq import Callback, Queue, Retry, SimpleWorker  # noqa: E402
-from rq.defaults import RQ_KEY_PREFIX  # noqa: E402
-from rq.job import Job  # noqa: E402
-from rq.registry import ScheduledJobRegistry, StartedJobRegistry  # noqa: E402
-from rq.worker import Worker  # noqa: E402
+from . import RQ_KEY_PREFIX as RQ_PREFIX
+from .i18n import get_catalog
+from .mail import Letter, MailNotSent, MailRejected, SmtpTarget, build_message, send
+from .privacy import derive_key
+from .store import RedisClient, Store
 
-from .i18n import get_catalog  # noqa: E402
-from .mail import Letter, MailNotSent, MailRejected, SmtpTarget, build_message, send  # noqa: E402
-from .privacy import derive_key  # noqa: E402
-from .store import RedisClient, Store  # noqa: E402
-
-if RQ_KEY_PREFIX != RQ_PREFIX:  # pragma: no cover - something imported RQ before us
-    raise RuntimeError("rq was imported before widget.jobs: its keys would lack {mail}")
+if RQ_KEY_PREFIX != RQ_PREFIX:  # RQ_KEY_PREFIX set otherwise, or RQ imported before us
+    raise RuntimeError(f"RQ's key prefix must be {RQ_PREFIX!r}, not {RQ_KEY_PREFIX!r}")
 
 QUEUE_NAME = "mail"
 STATS_KEY = "us:{mail}:stats"
@@ -227,7 +223,7 @@ def deliver(
         _count(mailer, "dropped")
         return
     except MailNotSent as exc:
-        log.warning("mail for %s not sent (%s): will retry", statement_id, exc)
+        log.warning("mail for %s not sent (%s)", statement_id, exc)
         _count(mailer, "failures")
         raise
     _count(mailer, "sent")
