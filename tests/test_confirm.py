@@ -165,7 +165,7 @@ def test_endorse_then_mail_then_confirm(
         page = client.get(path_of(link))
         assert page.status_code == 200
         assert page.headers["Cache-Control"] == "no-store"
-        assert page.headers["Referrer-Policy"] == "no-referrer"
+        assert page.headers["Referrer-Policy"] == "same-origin"
         assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     after = {k: redis_client.dump(k) for k in redis_client.scan_iter(f"us:{{{CONFIRMING}}}:*")}
     assert after == before
