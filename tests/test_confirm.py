@@ -540,3 +540,19 @@ def dump_redis(redis_server: Any) -> str:
         }[kind](key)
         parts.append(f"{kind} {key!r} :: {value!r}")
     return "\n".join(parts)
+
+
+def test_the_worker_health_check(
+    start_worker: StartWorker, redis_server: Any, smtp_sink: SmtpSink, confirm_dir: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WIDGET_REDIS_URL": redis_server.url}
+    check = [sys.executable, "-m", "widget", "worker", "--check"]
+    assert subprocess.run(check, env=env, timeout=30).returncode == 1  # none running
+    worker = start_worker(**worker_env(smtp_sink, confirm_dir))
+    assert subprocess.run(check, env=env, timeout=30).returncode == 0
+    assert worker.stop() == 0  # a warm stop on SIGTERM
+    assert subprocess.run(check, env=env, timeout=30).returncode == 1
