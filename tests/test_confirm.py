@@ -556,3 +556,17 @@ def test_the_worker_health_check(
     assert subprocess.run(check, env=env, timeout=30).returncode == 0
     assert worker.stop() == 0  # a warm stop on SIGTERM
     assert subprocess.run(check, env=env, timeout=30).returncode == 1
+
+
+def test_the_202_is_as_documented(
+    make_app: MakeApp, smtp_sink: SmtpSink, confirm_dir: Path, redis_client: Redis
+) -> None:
+    from test_openapi import assert_documented
+
+    client = confirm_app(make_app, smtp_sink, confirm_dir).test_client()
+    doc = client.get("/api/v1/openapi.json").get_json()
+    body = assert_documented(doc, "POST", URL, endorse(client, 1, source=ALLY))
+    assert body == {"status": "pending", "count": 0}
+    assert (
+        "202" in doc["paths"]["/api/v1/statements/{statement_id}/endorsements"]["post"]["responses"]
+    )
