@@ -184,8 +184,9 @@ def confirm_post(token: str) -> Response:
     if result.status == "counted":
         get_hub().heard(statement.id, result.count)
     if result.status in ("gone", "unknown", "retry"):
-        gone = TokenLookup(result.gone or "used", statement.id, record.lang)
-        return gone_page(gone, t)
+        # Between the read above and the atomic step: used by another click, or expired.
+        state = result.gone or ("expired" if result.status == "unknown" else "used")
+        return gone_page(TokenLookup(state, statement.id, record.lang), t)
     if result.status == "closed":
         return confirm_page(token, statement, record, 409, t("err_closed"))
     if result.status == "unready":
