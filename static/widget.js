@@ -376,13 +376,21 @@
     }
     return solving;
   }
+  /* a•••@example.org: the address as "check your inbox" shows it */
+  function mask(e) {
+    e = e.trim();
+    return Array.from(e)[0] + '•••' + e.slice(e.lastIndexOf('@'));
+  }
   function done(kind, n) {
     setCount(n);
     form.hidden = true;
-    var panel = $('done');
-    text($('done-msg'), t(kind == 'duplicate' ? 'duplicate' : 'thanks'));
+    var panel = $('done'), p = kind == 'pending';
+    /* pending: the statement counts an endorsement once its owner confirms by email */
+    text($('done-msg'), p ? t('pending', { email: mask(form.elements.email.value) }) : t(kind == 'duplicate' ? 'duplicate' : 'thanks'));
     if (panel) {
+      if (p) text(panel.querySelector('.done-title'), t('pending_title'));
       panel.hidden = false;
+      panel.classList.toggle('pending', p);
       panel.classList.toggle('dup', kind == 'duplicate');
       panel.focus();
     }

@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import Browser, Playwright, sync_playwright
 from redis import Redis
-from servers import CHROMIUM, CHROMIUM_ARGS, Gunicorn, RedisServer
+from servers import CHROMIUM, CHROMIUM_ARGS, Gunicorn, MailWorker, RedisServer, SmtpSink
 
 from widget import create_app
 
@@ -20,6 +20,8 @@ ALLY = "https://ally.example"
 STATEMENT = "dongelek-ystel"
 # At least 32 characters: a shorter WIDGET_ADMIN_TOKEN is a startup error.
 ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
+CONFIRMING = "confirm-test"  # a statement with confirm = "email" (see confirm_dir)
+MAIL_FROM = "Coalition <sign@coalition.example>"
 
 
 @pytest.fixture(scope="session")
@@ -146,3 +148,62 @@ def start_gunicorn(
     yield factory
     for server in started:
         server.stop()
+
+
+# -- email confirmation ---------------------------------------------------------------------
+
+
+def write_confirming_statement(folder: Path) -> Path:
+    """``confirm-test`` (``confirm = "email"``) in English, with a Russian translation."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{CONFIRMING}.md").write_text(
+        f'+++\nid = "{CONFIRMING}"\ntitle = "Clean air for our city"\ngoal = 100\n'
+        'author = "Clean Air Coalition"\nconfirm = "email"\n+++\n\nWe ask for clean air.\n',
+        encoding="utf-8",
+    )
+    (folder / f"{CONFIRMING}.ru.md").write_text(
+        '+++\ntitle = "Чистый воздух для нашего города"\n+++\n\n' + "Просим чистого воздуха.\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+@pytest.fixture
+def confirm_dir(tmp_path: Path) -> Path:
+    return write_confirming_statement(tmp_path / "statements")
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+def mail_settings(sink: SmtpSink, statements: Path, public_url: str) -> dict[str, str]:
+    """The settings a confirming statement needs, as environment variables."""
+    return {
+        "WIDGET_STATEMENTS_DIR": str(statements),
+        "WIDGET_SMTP_URL": sink.url,
+        "WIDGET_MAIL_FROM": MAIL_FROM,
+        "WIDGET_PUBLIC_URL": public_url,
+    }
+
+
+@pytest.fixture
+def start_worker(
+    redis_server: RedisServer, redis_client: Redis, tmp_path: Path
+) -> Iterator[Callable[..., MailWorker]]:
+    """Start ``undersign worker`` on the test Redis: ``start_worker(WIDGET_SMTP_URL=...)``."""
+    started: list[MailWorker] = []
+
+    def factory(**env: str) -> MailWorker:
+        worker = MailWorker(gunicorn_env(redis_server, **env), redis_client, folder=tmp_path)
+        worker.start()
+        started.append(worker)
+        return worker
+
+    yield factory
+    for worker in started:
+        worker.stop()
