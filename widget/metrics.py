@@ -156,6 +156,26 @@ def surge_family() -> GaugeMetricFamily | None:
     return family
 
 
+def unsealed_family() -> GaugeMetricFamily | None:
+    """``undersign_log_unsealed{statement}``: transparency-log entries appended but not yet
+    under a signed checkpoint, read from Redis at scrape time; left out while Redis does
+    not answer."""
+    store: Store = current_app.extensions["undersign.store"]
+    statements: StatementRegistry = current_app.extensions["undersign.statements"]
+    family = GaugeMetricFamily(
+        "undersign_log_unsealed",
+        "Transparency-log entries not yet sealed under a signed checkpoint (sealing runs "
+        "every second; a growing number means sealing is stuck or behind).",
+        labels=["statement"],
+    )
+    try:
+        for statement_id in statements.ids():
+            family.add_metric([statement_id], float(store.log_progress(statement_id).unsealed))
+    except RedisError:
+        return None
+    return family
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     if not _authorized():
@@ -172,11 +192,11 @@ def metrics() -> Response:
     else:
         registry = REGISTRY
     body = generate_latest(registry)
-    surges = surge_family()
-    if surges is not None:
-        extra = CollectorRegistry()
-        extra.register(_Family(surges))
-        body += generate_latest(extra)
+    for family in (surge_family(), unsealed_family()):
+        if family is not None:
+            extra = CollectorRegistry()
+            extra.register(_Family(family))
+            body += generate_latest(extra)
     response = Response(body, mimetype=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -155,9 +155,15 @@ if states[2] ~= 'ready' then
   if redis.call('XLEN', log) > 0 then return {'unready', current, '', 0} end
   redis.call('HSET', state, 'tlog', 'ready')
 end
+-- Dedup: the binary HMAC in its bucket; then, for endorsements made before buckets, the
+-- hex HMACs of the address (as normalised now, and before the current rule) in the one
+-- hash of those releases.
 local function prior()
   if redis.call('HEXISTS', seen, hmac) == 1 then return 'known' end
-  if legacy ~= '' then return redis.call('HGET', legacy_seen, legacy) end
+  for old in string.gmatch(legacy, '%S+') do
+    local id = redis.call('HGET', legacy_seen, old)
+    if id then return id end
+  end
   return nil
 end
 if pow_ttl > 0 and redis.call('EXISTS', pow_key) == 1 then
@@ -201,11 +207,17 @@ if id then
   consume(false)
   return {'duplicate', current, id, 0}
 end
-local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+-- The id: the minute and a sequence number, after the last id the stream ever gave
+-- (a withdrawn entry's id is deleted with it, but never given again).
 local entry = minute_ms .. '-0'
-if #newest > 0 then
-  local ms, seq = string.match(newest[1][1], '^(%d+)-(%d+)$')
-  if tonumber(ms) >= minute_ms then entry = ms .. '-' .. (tonumber(seq) + 1) end
+if redis.call('EXISTS', log) == 1 then
+  local info = redis.call('XINFO', 'STREAM', log)
+  for k = 1, #info, 2 do
+    if info[k] == 'last-generated-id' then
+      local ms, seq = string.match(info[k + 1], '^(%d+)-(%d+)$')
+      if tonumber(ms) >= minute_ms then entry = ms .. '-' .. (tonumber(seq) + 1) end
+    end
+  end
 end
 local i = redis.call('LLEN', tlog)
 id = redis.call('XADD', log, entry, 's', source, 'p', public, 'i', i, 'r', record)
@@ -354,7 +366,7 @@ for k = 5 + 2 * n_levels, #ARGV, 2 do
     end
   end
 end
-redis.call('HSET', head, 'size', new, 'note', note, 'count', count)
+redis.call('HSET', head, 'size', new, 'note', note, 'count', count, 'at', redis.call('TIME')[1])
 return 1
 """
 
@@ -545,6 +557,22 @@ class Receipt:
     index: int
     entry_id: str
     status: str
+
+
+@dataclass(frozen=True)
+class LogProgress:
+    """A statement's transparency log: ``size`` lines, the first ``sealed`` of them under
+    the latest checkpoint, whose count is ``sealed_count``, signed at ``sealed_at`` (epoch
+    seconds by Redis's clock; 0 before the first seal)."""
+
+    size: int
+    sealed: int
+    sealed_count: int
+    sealed_at: int
+
+    @property
+    def unsealed(self) -> int:
+        return max(0, self.size - self.sealed)
 
 
 @dataclass(frozen=True)
@@ -812,6 +840,15 @@ class Store:
             args += [kind, index]
         return bool(self._script("seal", SEAL_LUA)(keys=keys, args=args))
 
+    def log_progress(self, statement_id: str) -> LogProgress:
+        """How far sealing is: the log's size, the sealed size and count, and when the
+        last seal was (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(self.key(statement_id, "tlog"))
+        pipe.hmget(self.key(statement_id, "tlog:head"), "size", "count", "at")
+        size, (sealed, count, at) = pipe.execute()
+        return LogProgress(int(size), int(sealed or 0), int(count or 0), int(at or 0))
+
     def sealed_count(self, statement_id: str) -> int:
         """The count by the log's rule at the sealed size."""
         return int(self.redis.hget(self.key(statement_id, "tlog:head"), "count") or 0)
@@ -942,12 +979,18 @@ class Store:
             self._who_key(statement_id, record),
             self.key(statement_id, "seen"),
         ]
-        legacy = guard.legacy_hmac
+        # Releases before the buckets kept the HMAC as given (hex) in one hash: look for
+        # the address's HMAC as normalised now and as normalised before.
+        legacy = " ".join(
+            dict.fromkeys(
+                h for h in (endorsement.email_hmac, guard.legacy_hmac) if h and " " not in h
+            )
+        )
         now = time.time()
         now_ms = int(now * 1000)
         args: list[str | int | bytes] = [
             hmac,
-            legacy if legacy and legacy != endorsement.email_hmac else "",
+            legacy,
             record,
             _private(hmac, endorsement.country, endorsement.name),
             endorsement.country,
