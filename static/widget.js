@@ -348,7 +348,17 @@
     b.disabled = on;
     text(b, on ? t('sending') : t('endorse'));
   }
-  function done(kind, n) {
+  /* "Save your receipt": its private link, shown once with a 201 (a duplicate gets none). */
+  var rc;
+  function receipt(r) {
+    var box = $('rc');
+    rc = r && r.url;
+    if (!box) return;
+    box.hidden = !rc;
+    if (rc) { $('rc-url').value = $('rc-link').href = rc; }
+  }
+  function done(kind, n, r) {
+    receipt(r);
     setCount(n);
     form.hidden = true;
     var panel = $('done');
@@ -382,7 +392,7 @@
       }).then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (b) {
           busy(false);
-          if (r.ok) return done(b.status, b.count);
+          if (r.ok) return done(b.status, b.count, b.receipt);
           if (r.status == 422 && b.errors) {
             var mine = check(v), local = {}, other = [];
             Object.keys(b.errors).forEach(function (f) {
@@ -441,6 +451,8 @@
       navigator.share({ title: d.title, url: ds.url }).catch(function () { /* dismissed */ });
     });
   }
+  var rcb = $('rc-copy');
+  if (rcb) rcb.addEventListener('click', function () { copy(rc, $('rc-url'), $('rc-copied'), t('receipt_copied')); });
   var cs = $('copy-snippet');
   if (cs) {
     cs.hidden = false;

@@ -39,6 +39,7 @@ from tlog_checks import (
 )
 
 from widget.cli import main
+from widget.config import ConfigError
 from widget.privacy import email_hmac
 from widget.store import Store
 from widget.tlog import tree
@@ -478,14 +479,44 @@ def test_log_key_prints_the_served_verifier_key_and_generates_seeds(
 def test_the_key_kept_in_redis_is_encrypted_and_shared_by_every_app(
     make_app: MakeApp, redis_client: Redis
 ) -> None:
-    one = make_app().test_client().get("/api/v1/log/key").get_data()
+    first = make_app()
+    one = first.test_client().get("/api/v1/log/key").get_data()
     two = make_app().test_client().get("/api/v1/log/key").get_data()
     assert one == two
     kept = redis_client.get("us:logkey")
     assert kept is not None and len(kept) == 12 + 32 + 16  # nonce, seed, tag: never in clear
+    assert base64.b64decode(one.decode().strip().split("+", 2)[2])[1:] not in kept
     other = make_app(SECRET_KEY="another-secret-key-0123456789-abcdefghijklmnop")
-    with pytest.raises(Exception, match="another WIDGET_SECRET_KEY"):
+    with pytest.raises(ConfigError, match="another WIDGET_SECRET_KEY"):
         other.test_client().get("/api/v1/log/key")
+    # Redis loses it (a flush, an older backup): a running process offers its own again
+    redis_client.delete("us:logkey")
+    first.extensions["undersign.sealer"].keep_key()
+    assert redis_client.get("us:logkey") == kept
+    # ...or takes the one a process started meanwhile made, so that all sign with one key
+    redis_client.delete("us:logkey")
+    late = make_app()
+    made = late.test_client().get("/api/v1/log/key").get_data()
+    assert made != one
+    first.extensions["undersign.sealer"].keep_key()
+    assert first.test_client().get("/api/v1/log/key").get_data() == made
+
+
+def test_a_new_log_key_signs_the_latest_checkpoint_again(
+    make_app: MakeApp, redis_client: Redis
+) -> None:
+    app = make_app()
+    client = app.test_client()
+    endorse(client, 0)
+    seal(app)
+    before = client.get(api(STATEMENT, "checkpoint")).get_data(as_text=True)
+    seed = base64.b64encode(b"k" * 32).decode()
+    rotated = make_app(LOG_KEY=seed)
+    rotated.extensions["undersign.sealer"].seal(STATEMENT)
+    get = getter(rotated.test_client())
+    after = head(get, STATEMENT, verifier_key(get))
+    assert after.note != before and after.size == 1
+    assert after.note.split("\n")[:3] == before.split("\n")[:3]  # the same checkpoint
 
 
 def test_sealing_refuses_a_stale_seal(app: Flask, client: FlaskClient) -> None:

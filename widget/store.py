@@ -849,6 +849,13 @@ class Store:
         size, (sealed, count, at) = pipe.execute()
         return LogProgress(int(size), int(sealed or 0), int(count or 0), int(at or 0))
 
+    def sealed_head(self, statement_id: str) -> tuple[int, str | None, int]:
+        """The sealed size, its signed checkpoint and the count by the log's rule at it,
+        read together (one seal's)."""
+        raw = self.redis.hmget(self.key(statement_id, "tlog:head"), "size", "note", "count")
+        size, note, count = raw
+        return int(size or 0), (_text(note) if note is not None else None), int(count or 0)
+
     def sealed_count(self, statement_id: str) -> int:
         """The count by the log's rule at the sealed size."""
         return int(self.redis.hget(self.key(statement_id, "tlog:head"), "count") or 0)
