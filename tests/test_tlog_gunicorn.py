@@ -117,6 +117,7 @@ def test_concurrent_endorsements_and_moderation_make_one_log_that_recounts_exact
     withdrawn: list[str] = []  # receipt secrets
 
     def endorse(n: int) -> None:
+        time.sleep(0.4)  # spread over seconds: checkpoints are signed every second
         body = person(n, country=("KZ", "DE", "")[n % 3], public=n % 4 == 0)
         response = requests.post(service.url + endorsements_url(), json=body, timeout=30)
         assert response.status_code == 201, response.text

@@ -531,3 +531,44 @@ def test_sealing_refuses_a_stale_seal(app: Flask, client: FlaskClient) -> None:
     assert not store.seal(STATEMENT, size, size + 1, {0: b"\x00" * 32}, note or "", [("e", 1)])
     assert store.log_head(STATEMENT)[0] == 2
     audit(getter(client))
+
+
+def test_lines_are_stored_packed_and_served_exactly() -> None:
+    """The store keeps each line packed (fragments as single bytes, digests as raw bytes)
+    and gives back the exact canonical bytes, whole lines and filled templates alike."""
+    from tlog_double import synthetic_log
+
+    from widget.store import _pack, _unpack
+    from widget.tlog.entries import endorse_template, moderation_template
+
+    odd = [
+        strike_line
+        for strike_line in (
+            moderation_template("strike", "2026-03-01T09:30Z", reason=reason).fill(7, 3)
+            for reason in (
+                'quote " and \\ and \n and \x01 and https://x null direct',
+                ',"kind":"endorse","name": "}',
+                'Z","commit":"' + "a" * 64,
+                "\u202e\U0001f600",
+            )
+        )
+    ]
+    lines = [x.line for x in synthetic_log(3000, seed=5)] + odd
+    packed = [_pack(line) for line in lines]
+    assert [_unpack(p) for p in packed] == lines
+    endorse = [x.line for x in synthetic_log(500) if b'"endorse"' in x.line]
+    saved = sum(map(len, endorse)) - sum(len(_pack(x)) for x in endorse)
+    assert saved / len(endorse) > 120  # bytes per endorsement line
+    template = endorse_template(
+        "2026-03-01T09:30Z",
+        country="KZ",
+        source="https://ally.example",
+        name="Aigerim",
+        text="ab" * 32,
+        commit="cd" * 32,
+    )
+    head, tail = (_pack(p) for p in template.pieces)
+    assert _unpack(head + b"123456" + tail) == template.fill(123456)
+    strike = moderation_template("withdraw", "2026-03-01T09:30Z")
+    a, b, c = (_pack(p) for p in strike.pieces)
+    assert _unpack(a + b"42" + b + b"7" + c) == strike.fill(42, 7)

@@ -27,7 +27,23 @@ Cluster keeps them in one slot and a single Lua script can touch them all::
     us:{id}:bulk:<bulk id>:meta   hash  the bulk strike: by, at, reason, filters, upto,
                                   matched, struck, restored
 
-Keys of no one statement: ``us:salt:<YYYY-MM-DD>`` (the day's random salt for hashing
+The transparency log (see ``widget/tlog``) and what links an endorsement to it::
+
+    us:{id}:tlog         list     the log's lines in order, packed (see ``_pack``)
+    us:{id}:tlog:head    hash     the sealed size, its signed checkpoint (note), the count
+                                  by the log's rule at it, and when it was sealed (at)
+    us:{id}:tlog:status  string   two bits per sealed entry: its status at that size
+    us:{id}:tree:<level> string   the tree's stored levels (every 4th), 32-byte hashes
+    us:{id}:seen:<n>     hash     16-byte email HMAC -> 1, in 1024 buckets (dedup)
+    us:{id}:who:<n>      hash     record id -> the erasable private record: HMAC, country,
+                                  name (the record entry holds only its id, ``r``)
+    us:{id}:rc:<n>       hash     receipt commitment (bytes 4-16) -> "<index> <entry id>"
+    us:{id}:legacy_i     hash     entry id -> log index, for entries made before the log
+    us:{id}:texts        hash     SHA-256 hex -> a version of the statement's text
+    us:{id}:lease:seal   string   which process seals (a short lease)
+
+Keys of no one statement: ``us:logkey`` (the log's signing key when the service made it,
+encrypted), ``us:salt:<YYYY-MM-DD>`` (the day's random salt for hashing
 client addresses, gone shortly after that day ends) and ``us:blocks`` (hash: block id ->
 JSON, the block list of client networks and email domains; see ``abuse.Block``: networks
 are kept truncated to their prefix, or as a keyed hash for long prefixes, never as a
@@ -38,8 +54,10 @@ own slot (``{streams}``): ``us:{streams}:c:<client hash>`` (hash: process token 
 streams) and ``us:{streams}:procs`` (hash: process token -> alive-until, epoch seconds),
 so the streams of a process that died stop counting once it misses its heartbeats.
 
-Stream entries hold ``h`` (email HMAC), ``n`` (display name), ``c`` (country or ""),
-``s`` (source origin or "direct") and ``p`` ("1" when the endorser chose to be shown).
+Stream entries hold ``s`` (source origin or "direct"), ``p`` ("1" when the endorser
+chose to be shown), ``i`` (its index in the transparency log) and ``r`` (its private
+record's id); entries made before the log hold ``h`` (email HMAC), ``n`` (display name)
+and ``c`` (country or "") instead of ``i`` and ``r``.
 No raw email or IP address is ever passed to this module.
 """
 
@@ -787,7 +805,7 @@ class Store:
         keys = [self.key(statement_id, n) for n in ("tlog", "legacy_i", "state")]
         args: list[Any] = [expected, "1" if last else "0"]
         for line, entry_id in lines:
-            args += [line, entry_id]
+            args += [_pack(line), entry_id]
         return int(self._script("prepare", PREPARE_LUA)(keys=keys, args=args))
 
     def log_size(self, statement_id: str) -> int:
@@ -798,7 +816,7 @@ class Store:
         if stop <= start:
             return []
         lines: Any = self.redis.lrange(self.key(statement_id, "tlog"), start, stop - 1)
-        return [bytes(line) for line in lines]
+        return [_unpack(bytes(line)) for line in lines]
 
     def log_head(self, statement_id: str) -> tuple[int, str | None]:
         """The sealed size and its signed checkpoint (None before the first seal)."""
@@ -972,7 +990,7 @@ class Store:
                 text=sha256_hex(b""),
                 commit=commit,
             )
-        head, tail = entry.pieces
+        head, tail = map(_pack, entry.pieces)
         keys = [
             self.key(statement_id, name)
             for name in ("count", "", "log", "by_source", "by_country", "tl:m", "tl:h", "tl:d")
@@ -1085,7 +1103,7 @@ class Store:
         ]
         keys.append(self._who_key(statement_id, self._record_of(statement_id, entry_id)))
         keys.append(self.key(statement_id, "state"))
-        args = [entry_id, mode, record, self.channel(statement_id), *template.pieces]
+        args = [entry_id, mode, record, self.channel(statement_id), *map(_pack, template.pieces)]
         status, count = self._script("moderate", MODERATE_LUA)(keys=keys, args=args)
         if _text(status) == "missing":
             raise KeyError(entry_id)
@@ -1157,7 +1175,7 @@ class Store:
         ]
         keys += [who, self._seen_key(statement_id, private[:16]), self.key(statement_id, "state")]
         template = moderation_template("withdraw", _minute(time.time()))
-        args = [receipt.entry_id, self.channel(statement_id), *template.pieces]
+        args = [receipt.entry_id, self.channel(statement_id), *map(_pack, template.pieces)]
         status, count = self._script("withdraw", WITHDRAW_LUA)(keys=keys, args=args)
         if _text(status) == "unready":
             raise LogNotReady(statement_id)
@@ -1254,7 +1272,7 @@ class Store:
         struck, count = 0, self.count(statement_id)
         for start in range(0, len(selection.ids), BULK_BATCH):
             chunk = selection.ids[start : start + BULK_BATCH]
-            args = [record, self.channel(statement_id), *template.pieces, *chunk]
+            args = [record, self.channel(statement_id), *map(_pack, template.pieces), *chunk]
             status, n, count = script(keys=keys + self._record_keys(statement_id, chunk), args=args)
             if _text(status) == "unready":
                 raise LogNotReady(statement_id)
@@ -1280,7 +1298,7 @@ class Store:
         for start in range(0, len(ids), BULK_BATCH):
             chunk = ids[start : start + BULK_BATCH]
             template = moderation_template("unstrike", _minute(time.time()))
-            args = [bulk_id, self.channel(statement_id), *template.pieces, *chunk]
+            args = [bulk_id, self.channel(statement_id), *map(_pack, template.pieces), *chunk]
             status, n, count = script(keys=keys + self._record_keys(statement_id, chunk), args=args)
             if _text(status) == "unready":
                 raise LogNotReady(statement_id)
@@ -1405,6 +1423,64 @@ def _commit_field(commit: str) -> bytes:
 def _private(hmac: bytes, country: str, name: str) -> bytes:
     """An endorsement's erasable record: its email HMAC, country (or two spaces), name."""
     return hmac + (country or "  ").encode()[:2].ljust(2) + name.encode()
+
+
+# -- the transparency log's lines as stored --------------------------------------------
+#
+# A line is kept packed: the fragments every line repeats become one byte each (control
+# bytes, which a canonical JSON line never holds raw: it escapes them), and the two
+# SHA-256 digests of an endorsement (``commit``, ``text``) their 32 raw bytes instead of
+# 64 hex digits. ``_unpack`` gives back the exact canonical bytes, which are what is served
+# and hashed. Packing works on a template's pieces as well as on whole lines (no fragment
+# spans the numbers the scripts put in between), so the scripts only concatenate.
+_FRAGMENTS: tuple[tuple[bytes, bool], ...] = (
+    (b'{"at":"20', False),  # 1
+    (b'Z","commit":"', True),  # 2: then 32 raw bytes for 64 hex digits
+    (b'","country":', False),  # 3
+    (b',"i":', False),  # 4
+    (b',"kind":"endorse","name":', False),  # 5
+    (b',"source":"', False),  # 6
+    (b'","text":"', True),  # 7: then 32 raw bytes
+    (b'"}', False),  # 8
+    (b',"kind":"strike","reason":"', False),  # 9
+    (b',"kind":"unstrike","target":', False),  # 10
+    (b',"kind":"withdraw","target":', False),  # 11
+    (b'Z","i":', False),  # 12
+    (b'","target":', False),  # 13
+    (b"https://", False),  # 14
+    (b"direct", False),  # 15
+    (b"null", False),  # 16
+)
+_PACK = re.compile(
+    b"|".join(
+        b"(" + re.escape(fragment) + (b"[0-9a-f]{64}" if digest else b"") + b")"
+        for fragment, digest in _FRAGMENTS
+    )
+)
+_UNPACK = re.compile(rb"([\x02\x07])(.{32})|([\x01-\x1f])", re.DOTALL)
+
+
+def _pack_match(match: re.Match[bytes]) -> bytes:
+    code = match.lastindex or 0
+    fragment, digest = _FRAGMENTS[code - 1]
+    packed = bytes([code])
+    return packed + bytes.fromhex(match.group()[len(fragment) :].decode()) if digest else packed
+
+
+def _unpack_match(match: re.Match[bytes]) -> bytes:
+    if match.group(1) is not None:
+        return _FRAGMENTS[match.group(1)[0] - 1][0] + match.group(2).hex().encode()
+    return _FRAGMENTS[match.group(3)[0] - 1][0]
+
+
+def _pack(line: bytes) -> bytes:
+    """A line, or a piece of a template, as stored (see ``_FRAGMENTS``)."""
+    return _PACK.sub(_pack_match, line)
+
+
+def _unpack(stored: bytes) -> bytes:
+    """The canonical line a stored one stands for."""
+    return _UNPACK.sub(_unpack_match, stored)
 
 
 def _minute(epoch: float) -> str:
