@@ -489,6 +489,12 @@ def test_the_key_kept_in_redis_is_encrypted_and_shared_by_every_app(
     other = make_app(SECRET_KEY="another-secret-key-0123456789-abcdefghijklmnop")
     with pytest.raises(ConfigError, match="another WIDGET_SECRET_KEY"):
         other.test_client().get("/api/v1/log/key")
+    # a process with the wrong secret never puts a key of its own in Redis, even once the
+    # kept one is gone (the first app, still running, may offer its own back meanwhile)
+    redis_client.delete("us:logkey")
+    with pytest.raises(ConfigError, match="another WIDGET_SECRET_KEY"):
+        other.test_client().get("/api/v1/log/key")
+    assert redis_client.get("us:logkey") in (None, kept)
     # Redis loses it (a flush, an older backup): a running process offers its own again
     redis_client.delete("us:logkey")
     first.extensions["undersign.sealer"].keep_key()

@@ -76,11 +76,16 @@ class LogKey:
         self.store = store
         self.name = log_key_name(public_host(config))
         self._kept: bytes | None = None
+        self._refused: ConfigError | None = None
 
     def load(self) -> SignerKey:
         seed = str(self.config.get("LOG_KEY") or "")
         if seed:
             return self._signer(seed)
+        if self._refused is not None:
+            # Found a key it cannot open: never offer one of its own (should Redis lose
+            # that key, a process with the wrong secret must not put its key in its place).
+            raise self._refused
         nonce = secrets.token_bytes(12)
         offered = nonce + self._box().encrypt(nonce, base64.b64decode(generate_seed()), b"log-key")
         return self._open(self.store.log_key(offered))
@@ -99,10 +104,11 @@ class LogKey:
         try:
             seed = self._box().decrypt(kept[:12], kept[12:], b"log-key")
         except InvalidTag:
-            raise ConfigError(
+            self._refused = ConfigError(
                 "the log key kept in Redis was sealed with another WIDGET_SECRET_KEY: restore "
                 "that secret, or set WIDGET_LOG_KEY to the log's key"
-            ) from None
+            )
+            raise self._refused from None
         signer = self._signer(base64.b64encode(seed).decode())
         self._kept = kept
         return signer
