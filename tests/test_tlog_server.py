@@ -10,6 +10,7 @@ import base64
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from checks import (
     legacy_endorse,
     person,
     seen_hmacs,
+    write_statement,
 )
 from click.testing import CliRunner
 from conftest import ADMIN_TOKEN, SECRET
@@ -51,34 +53,38 @@ BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ADMIN = f"/api/v1/admin/statements/{STATEMENT}"
 
 
-def seal(app: Flask) -> int:
-    return int(app.extensions["undersign.sealer"].seal_all(STATEMENT))
+def seal(app: Flask, statement: str = STATEMENT) -> int:
+    return int(app.extensions["undersign.sealer"].seal_all(statement))
 
 
-def endorse(client: FlaskClient, n: int | str, **extra: Any) -> dict[str, str]:
-    response = client.post(endorsements_url(), json=person(n, **extra))
+def endorse(
+    client: FlaskClient, n: int | str, statement: str = STATEMENT, **extra: Any
+) -> dict[str, str]:
+    response = client.post(endorsements_url(statement), json=person(n, **extra))
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
     return assert_counted(body, body["count"])
 
 
-def entry_ids(app: Flask) -> list[str]:
-    return [e.id for e in app.extensions["undersign.store"].log(STATEMENT)]
+def entry_ids(app: Flask, statement: str = STATEMENT) -> list[str]:
+    return [e.id for e in app.extensions["undersign.store"].log(statement)]
 
 
-def count(client: FlaskClient) -> int:
-    return int(client.get(api(STATEMENT, "count")).get_json()["count"])
+def count(client: FlaskClient, statement: str = STATEMENT) -> int:
+    return int(client.get(api(statement, "count")).get_json()["count"])
 
 
-def moderate(client: FlaskClient, entry: str, action: str = "strike", **body: str) -> Any:
-    url = f"{ADMIN}/endorsements/{entry}/{action}"
+def moderate(
+    client: FlaskClient, entry: str, action: str = "strike", statement: str = STATEMENT, **body: str
+) -> Any:
+    url = f"/api/v1/admin/statements/{statement}/endorsements/{entry}/{action}"
     response = client.post(url, json=body or None, headers=BEARER)
     assert response.status_code == 200, response.get_json()
     return response.get_json()
 
 
-def withdraw(client: FlaskClient, secret: str) -> Any:
-    return client.post(api(STATEMENT, "withdrawals"), json={"secret": secret})
+def withdraw(client: FlaskClient, secret: str, statement: str = STATEMENT) -> Any:
+    return client.post(api(statement, "withdrawals"), json={"secret": secret})
 
 
 def test_every_event_is_a_line_in_order_and_the_signed_root_recounts_to_the_count(
@@ -151,25 +157,48 @@ def test_checkpoints_grow_consistently_and_proofs_match_the_tree(
             tree.verify_inclusion(index, size, hashes[index], hashes_, root)
 
 
+QUIET = "quiet"
+
+
+def quiet_app(make_app: MakeApp, folder: Path) -> Flask:
+    """An app with a statement no other process knows (a session-wide test server may seal
+    the bundled one at any moment), whose background sealing is held off by a lease."""
+    write_statement(folder, QUIET)
+    app = make_app(STATEMENTS_DIR=str(folder))
+    store: Store = app.extensions["undersign.store"]
+    store.redis.delete(store.key(QUIET, "lease:seal"))  # the app's, from opening the log
+    assert store.lease(QUIET, "seal", "held-by-the-test", 120)
+    return app
+
+
 def test_a_receipt_is_found_once_sealed_and_a_duplicate_gets_none(
-    app: Flask, client: FlaskClient
+    make_app: MakeApp, tmp_path: Path
 ) -> None:
-    receipt = endorse(client, 1)
-    commit = commitment(receipt["secret"])
-    assert receipt["url"] == f"http://localhost/s/{STATEMENT}/receipt#{receipt['secret']}"
-    # The checkpoint is made on first ask; a receipt sealed in it is found at once.
-    assert client.get(api(STATEMENT, f"receipts/{commit}")).status_code == 200
-    receipt2 = endorse(client, 2)
-    missing = client.get(api(STATEMENT, f"receipts/{commitment(receipt2['secret'])}"))
+    app = quiet_app(make_app, tmp_path)
+    client = app.test_client()
+    url = endorsements_url(QUIET)
+
+    def post(n: int) -> Any:
+        return client.post(url, json=person(n))
+
+    first = post(1)
+    assert first.status_code == 201
+    receipt = assert_counted(first.get_json(), 1)
+    assert receipt["url"] == f"http://localhost/s/{QUIET}/receipt#{receipt['secret']}"
+    # The first checkpoint is made on first ask; a receipt sealed in it is found at once.
+    found = client.get(api(QUIET, f"receipts/{commitment(receipt['secret'])}"))
+    assert found.status_code == 200 and found.get_json()["index"] == 0
+    second = assert_counted(post(2).get_json(), 2)
+    missing = client.get(api(QUIET, f"receipts/{commitment(second['secret'])}"))
     assert_problem(missing, 404)  # not sealed yet
-    seal(app)
-    found = client.get(api(STATEMENT, f"receipts/{commitment(receipt2['secret'])}"))
+    app.extensions["undersign.sealer"].seal_all(QUIET)
+    found = client.get(api(QUIET, f"receipts/{commitment(second['secret'])}"))
     assert found.status_code == 200 and found.get_json()["index"] == 1
     assert found.headers["Cache-Control"] == "no-store"
-    again = client.post(endorsements_url(), json=person(2))
+    again = post(2)
     assert again.status_code == 200 and again.get_json() == {"status": "duplicate", "count": 2}
-    assert_problem(client.get(api(STATEMENT, f"receipts/{'0' * 64}")), 404)
-    assert_problem(client.get(api(STATEMENT, "receipts/nothex")), 404)
+    assert_problem(client.get(api(QUIET, f"receipts/{'0' * 64}")), 404)
+    assert_problem(client.get(api(QUIET, "receipts/nothex")), 404)
 
 
 def test_withdrawal_erases_the_private_record_and_keeps_the_public_line(
@@ -287,25 +316,26 @@ def hashlib_hex(data: bytes) -> str:
 
 
 def test_upgrade_seals_earlier_endorsements_and_strikes_first_in_order(
-    make_app: MakeApp, redis_client: Redis
+    make_app: MakeApp, redis_client: Redis, tmp_path: Path
 ) -> None:
-    key = f"us:{{{STATEMENT}}}:"
-    hmacs = [email_hmac(SECRET, STATEMENT, f"person{i}@example.org") for i in range(4)]
+    key = f"us:{{{QUIET}}}:"
+    hmacs = [email_hmac(SECRET, QUIET, f"person{i}@example.org") for i in range(4)]
     ids = [
-        legacy_endorse(redis_client, STATEMENT, hmacs[0], "Early Bird", c="KZ", p="1"),
-        legacy_endorse(redis_client, STATEMENT, hmacs[1], "Hidden Name", c="DE"),
-        legacy_endorse(redis_client, STATEMENT, hmacs[2], "Struck Later"),
+        legacy_endorse(redis_client, QUIET, hmacs[0], "Early Bird", c="KZ", p="1"),
+        legacy_endorse(redis_client, QUIET, hmacs[1], "Hidden Name", c="DE"),
+        legacy_endorse(redis_client, QUIET, hmacs[2], "Struck Later"),
     ]
     # the third was struck by a release before the log (the count went down then)
     stamp = int(ids[2].split("-")[0]) // 1000 + 1
     mark = {"by": "op", "at": stamp, "reason": "spam"}
     redis_client.hset(key + "struck", ids[2], json.dumps(mark))
     redis_client.decr(key + "count")
-    app = make_app()
+    write_statement(tmp_path, QUIET)
+    app = make_app(STATEMENTS_DIR=str(tmp_path))
     client = app.test_client()
     assert redis_client.hget(key + "state", "tlog") == b"ready"
-    seal(app)
-    found = audit(getter(client))
+    seal(app, QUIET)
+    found = audit(getter(client), QUIET)
     assert [(e["kind"], e.get("name"), e.get("country")) for e in found.entries] == [
         ("endorse", "Early", "KZ"),
         ("endorse", None, None),
@@ -313,47 +343,51 @@ def test_upgrade_seals_earlier_endorsements_and_strikes_first_in_order(
         ("strike", None, None),
     ]
     assert found.entries[3]["target"] == 2 and found.entries[3]["reason"] == "spam"
-    assert found.tally.count == count(client) == 2
+    assert found.tally.count == count(client, QUIET) == 2
     # the same address again is a duplicate (dedup by the earlier releases' HMACs)...
-    again = client.post(endorsements_url(), json=person(0))
+    again = client.post(endorsements_url(QUIET), json=person(0))
     assert again.status_code == 200 and again.get_json()["status"] == "duplicate"
     # ...and moderation of earlier entries lands in the log with the right target
-    moderate(client, ids[0])
-    moderate(client, ids[2], "unstrike")
-    new = endorse(client, 3)
-    seal(app)
-    found = audit(getter(client))
+    moderate(client, ids[0], statement=QUIET)
+    moderate(client, ids[2], "unstrike", statement=QUIET)
+    new = endorse(client, 3, QUIET)
+    seal(app, QUIET)
+    found = audit(getter(client), QUIET)
     assert [(e["kind"], e.get("target")) for e in found.entries[4:]] == [
         ("strike", 0),
         ("unstrike", 2),
         ("endorse", None),
     ]
-    assert found.tally.count == count(client) == 3
-    check_receipt(getter(client), STATEMENT, new["secret"], verifier_key(getter(client)))
+    assert found.tally.count == count(client, QUIET) == 3
+    check_receipt(getter(client), QUIET, new["secret"], verifier_key(getter(client)))
     # a second app (another worker) finds the log ready and adds nothing
-    make_app()
-    assert app.extensions["undersign.store"].log_size(STATEMENT) == 7
+    make_app(STATEMENTS_DIR=str(tmp_path))
+    assert app.extensions["undersign.store"].log_size(QUIET) == 7
 
 
 def test_while_the_log_is_prepared_writes_are_503_and_change_nothing(
-    app: Flask, client: FlaskClient, redis_client: Redis
+    make_app: MakeApp, redis_client: Redis, tmp_path: Path
 ) -> None:
-    receipt = endorse(client, 0)
-    entry = entry_ids(app)[0]
-    redis_client.hdel(f"us:{{{STATEMENT}}}:state", "tlog")  # as while an upgrade prepares it
-    before = app.extensions["undersign.store"].log_size(STATEMENT)
+    app = quiet_app(make_app, tmp_path)  # (nobody else may open the log meanwhile)
+    client = app.test_client()
+    receipt = endorse(client, 0, QUIET)
+    entry = entry_ids(app, QUIET)[0]
+    redis_client.hdel(f"us:{{{QUIET}}}:state", "tlog")  # as while an upgrade prepares it
+    before = app.extensions["undersign.store"].log_size(QUIET)
+    admin = f"/api/v1/admin/statements/{QUIET}/endorsements/{entry}"
     for response in (
-        client.post(f"{ADMIN}/endorsements/{entry}/strike", json={"reason": "x"}, headers=BEARER),
-        client.post(f"{ADMIN}/endorsements/{entry}/unstrike", headers=BEARER),
-        client.post(endorsements_url(), json=person(1)),
-        withdraw(client, receipt["secret"]),
+        client.post(f"{admin}/strike", json={"reason": "x"}, headers=BEARER),
+        client.post(f"{admin}/unstrike", headers=BEARER),
+        client.post(endorsements_url(QUIET), json=person(1)),
+        withdraw(client, receipt["secret"], QUIET),
     ):
         problem = assert_problem(response, 503)
         assert problem["type"].endswith("log-preparing")
         assert response.headers["Retry-After"] == "5"
-    assert app.extensions["undersign.store"].log_size(STATEMENT) == before
-    assert count(client) == 1
-    result = CliRunner(env=cli_env(app)).invoke(main, ["strike", STATEMENT, entry])
+    assert app.extensions["undersign.store"].log_size(QUIET) == before
+    assert count(client, QUIET) == 1
+    env = cli_env(app, WIDGET_STATEMENTS_DIR=str(tmp_path))
+    result = CliRunner(env=env).invoke(main, ["strike", QUIET, entry])
     assert result.exit_code == 1 and "being prepared" in result.output
 
 
@@ -424,13 +458,16 @@ def test_no_email_hmac_address_or_private_name_in_any_public_log_byte(
     assert not re.search(r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b", text)
 
 
-def test_the_console_and_metrics_show_the_seal_lag(app: Flask, client: FlaskClient) -> None:
+def test_the_console_and_metrics_show_the_seal_lag(make_app: MakeApp, tmp_path: Path) -> None:
+    app = quiet_app(make_app, tmp_path)
+    client = app.test_client()
+    stats_url = f"/api/v1/admin/statements/{QUIET}/stats"
     for i in range(3):
-        endorse(client, i)
-    seal(app)
-    endorse(client, 3)
-    endorse(client, 4)
-    stats = client.get(f"{ADMIN}/stats", headers=BEARER).get_json()
+        assert client.post(endorsements_url(QUIET), json=person(i)).status_code == 201
+    app.extensions["undersign.sealer"].seal_all(QUIET)
+    for i in range(3, 5):
+        assert client.post(endorsements_url(QUIET), json=person(i)).status_code == 201
+    stats = client.get(stats_url, headers=BEARER).get_json()
     assert {k: stats["log"][k] for k in ("size", "sealed", "sealed_count", "unsealed")} == {
         "size": 5,
         "sealed": 3,
@@ -439,11 +476,11 @@ def test_the_console_and_metrics_show_the_seal_lag(app: Flask, client: FlaskClie
     }
     assert 0 <= stats["log"]["lag_seconds"] <= 5
     metrics = client.get("/metrics", headers=BEARER).get_data(as_text=True)
-    assert sample(metrics, "undersign_log_unsealed", f'statement="{STATEMENT}"') == 2
-    seal(app)
+    assert sample(metrics, "undersign_log_unsealed", f'statement="{QUIET}"') == 2
+    app.extensions["undersign.sealer"].seal_all(QUIET)
     metrics = client.get("/metrics", headers=BEARER).get_data(as_text=True)
-    assert f'undersign_log_unsealed{{statement="{STATEMENT}"}} 0.0' in metrics
-    stats = client.get(f"{ADMIN}/stats", headers=BEARER).get_json()
+    assert f'undersign_log_unsealed{{statement="{QUIET}"}} 0.0' in metrics
+    stats = client.get(stats_url, headers=BEARER).get_json()
     assert stats["log"]["unsealed"] == 0 and stats["log"]["lag_seconds"] == 0
 
 
@@ -508,19 +545,17 @@ def test_the_key_kept_in_redis_is_encrypted_and_shared_by_every_app(
     assert first.test_client().get("/api/v1/log/key").get_data() == made
 
 
-def test_a_new_log_key_signs_the_latest_checkpoint_again(
-    make_app: MakeApp, redis_client: Redis
-) -> None:
-    app = make_app()
+def test_a_new_log_key_signs_the_latest_checkpoint_again(make_app: MakeApp, tmp_path: Path) -> None:
+    app = quiet_app(make_app, tmp_path)
     client = app.test_client()
-    endorse(client, 0)
-    seal(app)
-    before = client.get(api(STATEMENT, "checkpoint")).get_data(as_text=True)
+    endorse(client, 0, QUIET)
+    seal(app, QUIET)
+    before = client.get(api(QUIET, "checkpoint")).get_data(as_text=True)
     seed = base64.b64encode(b"k" * 32).decode()
-    rotated = make_app(LOG_KEY=seed)
-    rotated.extensions["undersign.sealer"].seal(STATEMENT)
+    rotated = make_app(LOG_KEY=seed, STATEMENTS_DIR=str(tmp_path))
+    rotated.extensions["undersign.sealer"].seal(QUIET)
     get = getter(rotated.test_client())
-    after = head(get, STATEMENT, verifier_key(get))
+    after = head(get, QUIET, verifier_key(get))
     assert after.note != before and after.size == 1
     assert after.note.split("\n")[:3] == before.split("\n")[:3]  # the same checkpoint
 
