@@ -246,8 +246,8 @@ def main() -> int:
                 grown = int(client.info("memory")["used_memory"]) - before
                 per = grown / n
                 print(
-                    f"   written in {wrote:.1f} s, {size:,} entries sealed in {sealed:.1f} s "
-                    f"(one process)",
+                    f"   written in {wrote:.1f} s (the service sealing meanwhile), the rest of "
+                    f"{size:,} entries sealed in {sealed:.1f} s",
                     flush=True,
                 )
                 print(
