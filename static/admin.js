@@ -337,8 +337,18 @@
       bars($('#by-country'), data.by_country, countryLabel);
       chart();
       renderSurge(data.surge);
+      renderSeal(data.log);
       suggestions($('#bulk-sources'), Object.keys(data.by_source), sourceLabel);
       suggestions($('#bulk-countries'), Object.keys(data.by_country), countryLabel);
+    }
+
+    /* The transparency log's seal lag: entries not yet under a signed checkpoint. */
+    function renderSeal(log) {
+      if (!log) return;
+      var text = 'Transparency log: ' + NF.format(log.sealed) + ' of ' + NF.format(log.size) + ' entries sealed';
+      text += log.unsealed ? ' · ' + NF.format(log.unsealed) + ' waiting' +
+        (log.lag_seconds == null ? '' : ', seal lag ' + log.lag_seconds + ' s') : ' · seal lag 0 s';
+      $('#seal').textContent = text;
     }
 
     /* -- the surge banner: the statement's rate, and who and where it comes from -------- */

@@ -381,7 +381,17 @@
     e = e.trim();
     return Array.from(e)[0] + '•••' + e.slice(e.lastIndexOf('@'));
   }
-  function done(kind, n) {
+  /* "Save your receipt": its private link, shown once with a 201 (a duplicate gets none). */
+  var rc;
+  function receipt(r) {
+    var box = $('rc');
+    rc = r && r.url;
+    if (!box) return;
+    box.hidden = !rc;
+    if (rc) { $('rc-url').value = $('rc-link').href = rc; }
+  }
+  function done(kind, n, r) {
+    receipt(r);
     setCount(n);
     form.hidden = true;
     var panel = $('done'), p = kind == 'pending';
@@ -418,7 +428,7 @@
         busy(false);
         var pow = b.errors && b.errors.altcha;
         if (r.ok || pow) solving = null;  /* used up, or refused: the next send solves anew */
-        if (r.ok) return done(b.status, b.count);
+        if (r.ok) return done(b.status, b.count, b.receipt);
         if (pow && retries) return send(body, 0);
         if (r.status == 422 && b.errors) {
           var mine = check(body), local = {}, other = [];
@@ -496,6 +506,8 @@
       navigator.share({ title: d.title, url: ds.url }).catch(function () { /* dismissed */ });
     });
   }
+  var rcb = $('rc-copy');
+  if (rcb) rcb.addEventListener('click', function () { copy(rc, $('rc-url'), $('rc-copied'), t('receipt_copied')); });
   var cs = $('copy-snippet');
   if (cs) {
     cs.hidden = false;

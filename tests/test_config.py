@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,16 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
             monkeypatch.delenv(name)
     monkeypatch.setenv("WIDGET_DATA_DIR", str(tmp_path / "data"))
     return monkeypatch
+
+
+@pytest.fixture
+def started() -> Iterator[list[Flask]]:
+    """Apps a test builds with create_app() itself: their background threads (live counts,
+    sealing) end with the test, as the make_app fixture's do."""
+    apps: list[Flask] = []
+    yield apps
+    for app in apps:
+        app.extensions["undersign.live"].stop()
 
 
 def loaded(**config: object) -> Flask:
@@ -62,7 +73,7 @@ def test_default_data_dir_is_var(clean_env: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_environment_is_parsed_and_coerced(
-    clean_env: pytest.MonkeyPatch, redis_server: RedisServer, tmp_path: Path
+    clean_env: pytest.MonkeyPatch, redis_server: RedisServer, tmp_path: Path, started: list[Flask]
 ) -> None:
     env = {
         "WIDGET_REDIS_URL": redis_server.url,
@@ -80,6 +91,7 @@ def test_environment_is_parsed_and_coerced(
     for name, value in env.items():
         clean_env.setenv(name, value)
     app = create_app()
+    started.append(app)
     config = app.config
     assert config["REDIS_URL"] == redis_server.url
     assert config["SECRET_KEY"] == "12345678901234567890"
@@ -257,12 +269,13 @@ def test_config_command_lists_every_setting() -> None:
 
 
 def test_allowlist_from_environment_reaches_cors(
-    clean_env: pytest.MonkeyPatch, redis_server: RedisServer
+    clean_env: pytest.MonkeyPatch, redis_server: RedisServer, started: list[Flask]
 ) -> None:
     clean_env.setenv("WIDGET_REDIS_URL", redis_server.url)
     clean_env.setenv("WIDGET_SECRET_KEY", SECRET)
     clean_env.setenv("WIDGET_ALLOWED_ORIGINS", ALLY)
-    client = create_app().test_client()
+    started.append(create_app())
+    client = started[-1].test_client()
     response = client.get(f"/api/v1/statements/{STATEMENT}/count", headers={"Origin": ALLY})
     assert response.headers["Access-Control-Allow-Origin"] == ALLY
 

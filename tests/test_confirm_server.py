@@ -22,6 +22,7 @@ from conftest import ALLY, CONFIRMING, gunicorn_env, mail_settings
 from redis import Redis
 from servers import Gunicorn, MailWorker, RedisServer, SmtpSink
 
+from widget.store import Store
 from widget.tlog.entries import commitment, parse_line
 
 pytestmark = pytest.mark.server
@@ -139,7 +140,7 @@ def test_endorse_mail_confirm_with_the_live_count_and_the_log(
         wait_until(lambda: redis_client.llen(f"us:{{{CONFIRMING}}}:tlog") == 1, 1.0)
     finally:
         events.close()
-    line = parse_line(redis_client.lindex(f"us:{{{CONFIRMING}}}:tlog", 0), 0)  # type: ignore[arg-type]
+    line = parse_line(Store(redis_client).log_lines(CONFIRMING, 0, 1)[0], 0)
     assert line["kind"] == "endorse" and line["source"] == ALLY
     assert line["name"] == "Person" and line["country"] == "KZ"
     assert line["at"] == time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())  # the minute confirmed

@@ -365,8 +365,27 @@ def stats(statement_id: str) -> Response:
             "by_country": data["by_country"],
             "timeline": data["timeline"],
             "surge": surge_json(statement.id),
+            "log": log_json(statement.id),
         }
     )
+
+
+def log_json(statement_id: str) -> dict[str, Any]:
+    """The transparency log's sealing, for the console: entries not yet under a signed
+    checkpoint, and for how long the oldest of them may have waited (seconds since the
+    last seal, 0 when nothing waits)."""
+    progress = get_store().log_progress(statement_id)
+    lag: int | None = 0
+    if progress.unsealed:
+        lag = max(0, int(time.time()) - progress.sealed_at) if progress.sealed_at else None
+    return {
+        "size": progress.size,
+        "sealed": progress.sealed,
+        "sealed_count": progress.sealed_count,
+        "unsealed": progress.unsealed,
+        "lag_seconds": lag,
+        "sealed_at": _iso(progress.sealed_at) if progress.sealed_at else None,
+    }
 
 
 def _rate_json(rate: Rate) -> dict[str, Any]:
@@ -435,10 +454,20 @@ def _moderate(statement_id: str, entry_id: str, strike: bool) -> Response:
         if strike:
             body = request.get_json(silent=True)
             reason = body.get("reason", "") if isinstance(body, dict) else ""
-            reason = str(reason)[:200] if reason else ""
+            reason = str(reason)[:MAX_REASON] if reason else ""
+            if not reason_ok(reason):
+                raise Problem(
+                    422,
+                    "invalid-strike",
+                    "Invalid strike",
+                    "The reason goes into the public transparency log: " + REASON_RULE,
+                    errors={"reason": REASON_RULE},
+                )
             _, count = store.strike(statement.id, entry_id, by=actor(), reason=reason)
         else:
             _, count = store.unstrike(statement.id, entry_id)
+    except LogNotReady:
+        raise log_not_ready() from None
     except KeyError:
         raise Problem(
             404,

@@ -179,6 +179,7 @@ def unstrike_command(statement_id: str, entry_id: str) -> None:
 
 def _moderate(statement_id: str, entry_id: str, *, strike: bool, reason: str) -> None:
     from .db import get_store
+    from .store import LogNotReady
 
     _known_statement(statement_id)
     store = get_store()
@@ -189,6 +190,8 @@ def _moderate(statement_id: str, entry_id: str, *, strike: bool, reason: str) ->
             changed, count = store.unstrike(statement_id, entry_id)
     except KeyError as exc:
         raise click.ClickException(f"no endorsement {entry_id!r} in {statement_id!r}") from exc
+    except LogNotReady:
+        raise click.ClickException(NOT_READY) from None
     verb = "struck" if strike else "restored"
     state = verb if changed else f"already {verb}"
     click.echo(f"{entry_id}: {state}; count is now {count}")
@@ -497,6 +500,27 @@ def verify_command(
     raise SystemExit(run(base_url, statement_id, key=vkey, receipt=receipt, state=state))
 
 
+@click.command("log-key")
+@click.option(
+    "--generate",
+    is_flag=True,
+    help="Print a new random key (a base64 Ed25519 seed) for WIDGET_LOG_KEY and exit.",
+)
+@click.pass_context
+def log_key_command(ctx: click.Context, generate: bool) -> None:
+    """Print the transparency log's verifier key, the line allies and verifiers pin."""
+    if generate:
+        from .tlog.note import generate_seed
+
+        click.echo(generate_seed())
+        return
+    from .transparency import load_signer
+
+    app = ctx.ensure_object(ScriptInfo).load_app()
+    with app.app_context():
+        click.echo(load_signer(app.config, app.extensions["undersign.store"]).verifier().vkey)
+
+
 @click.command("config")
 def config_command() -> None:
     """Print every WIDGET_* setting with its default, as a Markdown table."""
@@ -525,6 +549,7 @@ COMMANDS: list[click.Command] = [
     close_command,
     sessions_group,
     verify_command,
+    log_key_command,
 ]
 
 

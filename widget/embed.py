@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import secrets
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
@@ -85,6 +86,7 @@ SCRIPT_KEYS = (
     "thanks",
     "duplicate",
     "copied",
+    "receipt_copied",
     "code_copied",
     "someone",
     "someone_from",
@@ -210,6 +212,7 @@ def page_context(statement: Statement, t: Catalog) -> dict[str, Any]:
             t.subset(SCRIPT_KEYS + (CONFIRM_SCRIPT_KEYS if statement.confirms_email else ())),
             ensure_ascii=False,
         ),
+        "audit": url_for("embed.audit_page", statement_id=statement.id),
         "countries": SORTED_COUNTRIES,
         "confirm": statement.confirms_email,
     }
@@ -433,6 +436,110 @@ def result_page(
         **context,
     )
     response = html_response(html, 200, f"{SELF_POLICY}; frame-ancestors 'none'")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# -- the receipt page and the audit page ---------------------------------------------------
+
+# Messages the receipt page's script needs (statuses, checks, withdrawal, errors).
+RECEIPT_KEYS = (
+    "count",
+    "rc_checking",
+    "rc_pending",
+    "rc_missing",
+    "rc_no_secret",
+    "rc_counted",
+    "rc_struck",
+    "rc_withdrawn",
+    "rc_entry",
+    "rc_proof_ok",
+    "rc_proof_bad",
+    "rc_sig_ok",
+    "rc_sig_na",
+    "rc_sig_bad",
+    "rc_withdrawn_now",
+    "err_busy",
+    "err_rate",
+    "err_network",
+)
+
+
+def page_response(html: str) -> Response:
+    response = html_response(html, 200, f"{SELF_POLICY}; frame-ancestors 'none'")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Vary"] = "Accept-Language"
+    return response
+
+
+@bp.get("/s/<statement_id>/receipt")
+def receipt_page(statement_id: str) -> Response:
+    """An endorser's receipt: the secret stays after ``#`` in the browser, which hashes it,
+    finds its entry, checks the inclusion proof (and the checkpoint's signature where the
+    browser can) and offers to withdraw (``static/receipt.js``)."""
+    statement = get_statement(statement_id)
+    t = pick_language(request.args.get("lang"))
+    context = page_context(statement, t)
+    path = url_for("embed.receipt_page", statement_id=statement.id)
+    html = render_template(
+        "pages/receipt.html",
+        languages=language_links(t, path),
+        receipt_messages=json.dumps(t.subset(RECEIPT_KEYS), ensure_ascii=False),
+        key_url=url_for("transparency.log_key"),
+        **context,
+    )
+    return page_response(html)
+
+
+@bp.get("/s/<statement_id>/audit")
+def audit_page(statement_id: str) -> Response:
+    """Anyone's way in to checking the count: the latest signed checkpoint, its size and
+    count, the verifier key, the command to run and the log to download."""
+    from .transparency import get_sealer, sealed_size
+
+    statement = get_statement(statement_id)
+    t = pick_language(request.args.get("lang"))
+    context = page_context(statement, t)
+    size, note = sealed_size(statement.id)  # seals first if there is no checkpoint yet
+    size, kept, count = get_store().sealed_head(statement.id)
+    note = kept or note
+    path = url_for("embed.audit_page", statement_id=statement.id)
+    vkey = get_sealer().signer.verifier().vkey
+    base = absolute("")
+    html = render_template(
+        "pages/audit.html",
+        languages=language_links(t, path),
+        size=size,
+        size_text=t.number(size),
+        sealed_count=t.number(count),
+        note=note,
+        vkey=vkey,
+        command=f"undersign verify {base} {statement.id} --key '{vkey}'",
+        download=url_for("embed.log_download", statement_id=statement.id),
+        **context,
+    )
+    return page_response(html)
+
+
+@bp.get("/s/<statement_id>/audit/log.jsonl")
+def log_download(statement_id: str) -> Response:
+    """The whole sealed log, one canonical JSON line each, as a file."""
+    from .transparency import JSONL, PAGE_MAX, sealed_size
+
+    statement = get_statement(statement_id)
+    size, _ = sealed_size(statement.id)
+    store = get_store()
+
+    def lines() -> Iterator[bytes]:
+        for start in range(0, size, PAGE_MAX):
+            yield b"".join(
+                x + b"\n" for x in store.log_lines(statement.id, start, min(size, start + PAGE_MAX))
+            )
+
+    response = Response(lines(), mimetype=JSONL)
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{statement.id}-log-{size}.jsonl"'
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -213,6 +213,26 @@ def mail_families() -> list[Metric]:
     return families
 
 
+def unsealed_family() -> GaugeMetricFamily | None:
+    """``undersign_log_unsealed{statement}``: transparency-log entries appended but not yet
+    under a signed checkpoint, read from Redis at scrape time; left out while Redis does
+    not answer."""
+    store: Store = current_app.extensions["undersign.store"]
+    statements: StatementRegistry = current_app.extensions["undersign.statements"]
+    family = GaugeMetricFamily(
+        "undersign_log_unsealed",
+        "Transparency-log entries not yet sealed under a signed checkpoint (sealing runs "
+        "every second; a growing number means sealing is stuck or behind).",
+        labels=["statement"],
+    )
+    try:
+        for statement_id in statements.ids():
+            family.add_metric([statement_id], float(store.log_progress(statement_id).unsealed))
+    except RedisError:
+        return None
+    return family
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     if not _authorized():
@@ -229,7 +249,7 @@ def metrics() -> Response:
     else:
         registry = REGISTRY
     body = generate_latest(registry)
-    computed = [*filter(None, [surge_family()]), *mail_families()]
+    computed = [*filter(None, [surge_family(), unsealed_family()]), *mail_families()]
     if computed:
         extra = CollectorRegistry()
         for family in computed:

@@ -36,7 +36,23 @@ Cluster keeps them in one slot and a single Lua script can touch them all::
     us:{id}:cfp                   zset  pending token hashes -> when they expire
     us:{id}:cfs                   hash  asked, confirmed, dropped
 
-Keys of no one statement: ``us:salt:<YYYY-MM-DD>`` (the day's random salt for hashing
+The transparency log (see ``widget/tlog``) and what links an endorsement to it::
+
+    us:{id}:tlog         list     the log's lines in order, packed (see ``_pack``)
+    us:{id}:tlog:head    hash     the sealed size, its signed checkpoint (note), the count
+                                  by the log's rule at it, and when it was sealed (at)
+    us:{id}:tlog:status  string   two bits per sealed entry: its status at that size
+    us:{id}:tree:<level> string   the tree's stored levels (every 4th), 32-byte hashes
+    us:{id}:seen:<n>     hash     16-byte email HMAC -> 1, in 1024 buckets (dedup)
+    us:{id}:who:<n>      hash     record id -> the erasable private record: HMAC, country,
+                                  name (the record entry holds only its id, ``r``)
+    us:{id}:rc:<n>       hash     receipt commitment (bytes 4-16) -> "<index> <entry id>"
+    us:{id}:legacy_i     hash     entry id -> log index, for entries made before the log
+    us:{id}:texts        hash     SHA-256 hex -> a version of the statement's text
+    us:{id}:lease:seal   string   which process seals (a short lease)
+
+Keys of no one statement: ``us:logkey`` (the log's signing key when the service made it,
+encrypted), ``us:salt:<YYYY-MM-DD>`` (the day's random salt for hashing
 client addresses, gone shortly after that day ends) and ``us:blocks`` (hash: block id ->
 JSON, the block list of client networks and email domains; see ``abuse.Block``: networks
 are kept truncated to their prefix, or as a keyed hash for long prefixes, never as a
@@ -47,10 +63,12 @@ own slot (``{streams}``): ``us:{streams}:c:<client hash>`` (hash: process token 
 streams) and ``us:{streams}:procs`` (hash: process token -> alive-until, epoch seconds),
 so the streams of a process that died stop counting once it misses its heartbeats.
 
-Stream entries hold ``h`` (email HMAC), ``n`` (display name), ``c`` (country or ""),
-``s`` (source origin or "direct") and ``p`` ("1" when the endorser chose to be shown),
-and ``k`` ("1") when its owner confirmed it by email. No raw email or IP address is ever
-passed to this module (the confirmation mail's queue is ``jobs``'s).
+Stream entries hold ``s`` (source origin or "direct"), ``p`` ("1" when the endorser
+chose to be shown), ``i`` (its index in the transparency log) and ``r`` (its private
+record's id), and ``k`` ("1") when its owner confirmed it by email; entries made before
+the log hold ``h`` (email HMAC), ``n`` (display name) and ``c`` (country or "") instead of
+``i`` and ``r``. No raw email or IP address is ever passed to this module (the
+confirmation mail's queue is ``jobs``'s).
 """
 
 from __future__ import annotations
@@ -151,13 +169,17 @@ local function gate(state, log)
 end
 """
 
-# Whether an email HMAC has endorsed already: the HMAC in its dedup bucket, or the HMAC
-# of the address as normalised before the current rule in the older hash of hex HMACs
-# (whose value is the entry id).
+# Whether an email HMAC has endorsed already: the binary HMAC in its dedup bucket; then,
+# for endorsements made before buckets, the hex HMACs of the address (as normalised now,
+# and before the current rule; ``legacy`` holds them, space-separated) in the one hash of
+# those releases (whose value is the entry id).
 _PRIOR = """
 local function prior(seen, hmac, legacy_seen, legacy)
   if redis.call('HEXISTS', seen, hmac) == 1 then return 'known' end
-  if legacy ~= '' then return redis.call('HGET', legacy_seen, legacy) end
+  for old in string.gmatch(legacy, '%S+') do
+    local id = redis.call('HGET', legacy_seen, old)
+    if id then return id end
+  end
   return nil
 end
 """
@@ -214,11 +236,17 @@ _RECORD = (
     _TLOG
     + """
 local function record(k, e)
-  local newest = redis.call('XREVRANGE', k.log, '+', '-', 'COUNT', 1)
+  -- The id: the minute and a sequence number, after the last id the stream ever gave
+  -- (a withdrawn entry's id is deleted with it, but never given again).
   local entry = e.minute_ms .. '-0'
-  if #newest > 0 then
-    local ms, seq = string.match(newest[1][1], '^(%d+)-(%d+)$')
-    if tonumber(ms) >= e.minute_ms then entry = ms .. '-' .. (tonumber(seq) + 1) end
+  if redis.call('EXISTS', k.log) == 1 then
+    local info = redis.call('XINFO', 'STREAM', k.log)
+    for j = 1, #info, 2 do
+      if info[j] == 'last-generated-id' then
+        local ms, seq = string.match(info[j + 1], '^(%d+)-(%d+)$')
+        if tonumber(ms) >= e.minute_ms then entry = ms .. '-' .. (tonumber(seq) + 1) end
+      end
+    end
   end
   local i = redis.call('LLEN', k.tlog)
   local fields = {'s', e.source, 'p', e.public, 'i', i, 'r', e.record}
@@ -577,7 +605,7 @@ for k = 5 + 2 * n_levels, #ARGV, 2 do
     end
   end
 end
-redis.call('HSET', head, 'size', new, 'note', note, 'count', count)
+redis.call('HSET', head, 'size', new, 'note', note, 'count', count, 'at', redis.call('TIME')[1])
 return 1
 """
 
@@ -842,6 +870,22 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class LogProgress:
+    """A statement's transparency log: ``size`` lines, the first ``sealed`` of them under
+    the latest checkpoint, whose count is ``sealed_count``, signed at ``sealed_at`` (epoch
+    seconds by Redis's clock; 0 before the first seal)."""
+
+    size: int
+    sealed: int
+    sealed_count: int
+    sealed_at: int
+
+    @property
+    def unsealed(self) -> int:
+        return max(0, self.size - self.sealed)
+
+
+@dataclass(frozen=True)
 class LogEntry:
     """One endorsement as the record holds it, without its HMAC."""
 
@@ -1054,7 +1098,7 @@ class Store:
         keys = [self.key(statement_id, n) for n in ("tlog", "legacy_i", "state")]
         args: list[Any] = [expected, "1" if last else "0"]
         for line, entry_id in lines:
-            args += [line, entry_id]
+            args += [_pack(line), entry_id]
         return int(self._script("prepare", PREPARE_LUA)(keys=keys, args=args))
 
     def log_size(self, statement_id: str) -> int:
@@ -1065,7 +1109,7 @@ class Store:
         if stop <= start:
             return []
         lines: Any = self.redis.lrange(self.key(statement_id, "tlog"), start, stop - 1)
-        return [bytes(line) for line in lines]
+        return [_unpack(bytes(line)) for line in lines]
 
     def log_head(self, statement_id: str) -> tuple[int, str | None]:
         """The sealed size and its signed checkpoint (None before the first seal)."""
@@ -1106,6 +1150,22 @@ class Store:
         for kind, index in changes:
             args += [kind, index]
         return bool(self._script("seal", SEAL_LUA)(keys=keys, args=args))
+
+    def log_progress(self, statement_id: str) -> LogProgress:
+        """How far sealing is: the log's size, the sealed size and count, and when the
+        last seal was (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(self.key(statement_id, "tlog"))
+        pipe.hmget(self.key(statement_id, "tlog:head"), "size", "count", "at")
+        size, (sealed, count, at) = pipe.execute()
+        return LogProgress(int(size), int(sealed or 0), int(count or 0), int(at or 0))
+
+    def sealed_head(self, statement_id: str) -> tuple[int, str | None, int]:
+        """The sealed size, its signed checkpoint and the count by the log's rule at it,
+        read together (one seal's)."""
+        raw = self.redis.hmget(self.key(statement_id, "tlog:head"), "size", "note", "count")
+        size, note, count = raw
+        return int(size or 0), (_text(note) if note is not None else None), int(count or 0)
 
     def sealed_count(self, statement_id: str) -> int:
         """The count by the log's rule at the sealed size."""
@@ -1223,7 +1283,7 @@ class Store:
                 text=sha256_hex(b""),
                 commit=commit,
             )
-        head, tail = entry.pieces
+        head, tail = map(_pack, entry.pieces)
         keys = [
             self.key(statement_id, name)
             for name in ("count", "", "log", "by_source", "by_country", "tl:m", "tl:h", "tl:d")
@@ -1237,12 +1297,12 @@ class Store:
             self._who_key(statement_id, record),
             self.key(statement_id, "seen"),
         ]
-        legacy = guard.legacy_hmac
+        legacy = _legacy_hmacs(endorsement.email_hmac, guard.legacy_hmac)
         now = time.time()
         now_ms = int(now * 1000)
         args: list[str | int | bytes] = [
             hmac,
-            legacy if legacy and legacy != endorsement.email_hmac else "",
+            legacy,
             record,
             _private(hmac, endorsement.country, endorsement.name),
             endorsement.country,
@@ -1329,7 +1389,7 @@ class Store:
         atomic step, see ``PENDING_LUA``): a new link under ``token_hash`` (the hex SHA-256
         of the token that goes by mail), an "already endorsed" mail, or none."""
         hmac = _hmac_bytes(pending.email_hmac)
-        legacy = guard.legacy_hmac if guard.legacy_hmac != pending.email_hmac else ""
+        legacy = _legacy_hmacs(pending.email_hmac, guard.legacy_hmac)
         index = self._address_key(statement_id, "cfi", hmac)
         new_rec = self._pending_key(statement_id, token_hash)
         new_tok = self._token_key(statement_id, token_hash)
@@ -1448,7 +1508,7 @@ class Store:
         ]
         keys += [self._commit_key(statement_id, commit), self._who_key(statement_id, record_id)]
         arrival_keys, arrival_args = self._arrivals(statement_id, now)
-        head, tail = entry.pieces
+        head, tail = map(_pack, entry.pieces)
         args: list[str | int | bytes] = [
             hmac,
             token_hash,
@@ -1556,7 +1616,7 @@ class Store:
         ]
         keys.append(self._who_key(statement_id, self._record_of(statement_id, entry_id)))
         keys.append(self.key(statement_id, "state"))
-        args = [entry_id, mode, record, self.channel(statement_id), *template.pieces]
+        args = [entry_id, mode, record, self.channel(statement_id), *map(_pack, template.pieces)]
         status, count = self._script("moderate", MODERATE_LUA)(keys=keys, args=args)
         if _text(status) == "missing":
             raise KeyError(entry_id)
@@ -1628,7 +1688,7 @@ class Store:
         ]
         keys += [who, self._seen_key(statement_id, private[:16]), self.key(statement_id, "state")]
         template = moderation_template("withdraw", _minute(time.time()))
-        args = [receipt.entry_id, self.channel(statement_id), *template.pieces]
+        args = [receipt.entry_id, self.channel(statement_id), *map(_pack, template.pieces)]
         status, count = self._script("withdraw", WITHDRAW_LUA)(keys=keys, args=args)
         if _text(status) == "unready":
             raise LogNotReady(statement_id)
@@ -1725,7 +1785,7 @@ class Store:
         struck, count = 0, self.count(statement_id)
         for start in range(0, len(selection.ids), BULK_BATCH):
             chunk = selection.ids[start : start + BULK_BATCH]
-            args = [record, self.channel(statement_id), *template.pieces, *chunk]
+            args = [record, self.channel(statement_id), *map(_pack, template.pieces), *chunk]
             status, n, count = script(keys=keys + self._record_keys(statement_id, chunk), args=args)
             if _text(status) == "unready":
                 raise LogNotReady(statement_id)
@@ -1751,7 +1811,7 @@ class Store:
         for start in range(0, len(ids), BULK_BATCH):
             chunk = ids[start : start + BULK_BATCH]
             template = moderation_template("unstrike", _minute(time.time()))
-            args = [bulk_id, self.channel(statement_id), *template.pieces, *chunk]
+            args = [bulk_id, self.channel(statement_id), *map(_pack, template.pieces), *chunk]
             status, n, count = script(keys=keys + self._record_keys(statement_id, chunk), args=args)
             if _text(status) == "unready":
                 raise LogNotReady(statement_id)
@@ -1873,6 +1933,13 @@ def _commit_field(commit: str) -> bytes:
     return bytes.fromhex(commit)[4:16]
 
 
+def _legacy_hmacs(email_hmac: str, legacy_hmac: str) -> str:
+    """What dedup looks for in the one hash of releases before the buckets, which kept the
+    HMAC as given (hex): the address's HMAC as normalised now and as normalised before,
+    space-separated."""
+    return " ".join(dict.fromkeys(h for h in (email_hmac, legacy_hmac) if h and " " not in h))
+
+
 def _private(hmac: bytes, country: str, name: str) -> bytes:
     """An endorsement's erasable record: its email HMAC, country (or two spaces), name."""
     return hmac + (country or "  ").encode()[:2].ljust(2) + name.encode()
@@ -1896,6 +1963,64 @@ def _pending_record(statement_id: str, fields: Mapping[Any, Any]) -> PendingReco
         lang=text("l") or "en",
         text=text("v"),
     )
+
+
+# -- the transparency log's lines as stored --------------------------------------------
+#
+# A line is kept packed: the fragments every line repeats become one byte each (control
+# bytes, which a canonical JSON line never holds raw: it escapes them), and the two
+# SHA-256 digests of an endorsement (``commit``, ``text``) their 32 raw bytes instead of
+# 64 hex digits. ``_unpack`` gives back the exact canonical bytes, which are what is served
+# and hashed. Packing works on a template's pieces as well as on whole lines (no fragment
+# spans the numbers the scripts put in between), so the scripts only concatenate.
+_FRAGMENTS: tuple[tuple[bytes, bool], ...] = (
+    (b'{"at":"20', False),  # 1
+    (b'Z","commit":"', True),  # 2: then 32 raw bytes for 64 hex digits
+    (b'","country":', False),  # 3
+    (b',"i":', False),  # 4
+    (b',"kind":"endorse","name":', False),  # 5
+    (b',"source":"', False),  # 6
+    (b'","text":"', True),  # 7: then 32 raw bytes
+    (b'"}', False),  # 8
+    (b',"kind":"strike","reason":"', False),  # 9
+    (b',"kind":"unstrike","target":', False),  # 10
+    (b',"kind":"withdraw","target":', False),  # 11
+    (b'Z","i":', False),  # 12
+    (b'","target":', False),  # 13
+    (b"https://", False),  # 14
+    (b"direct", False),  # 15
+    (b"null", False),  # 16
+)
+_PACK = re.compile(
+    b"|".join(
+        b"(" + re.escape(fragment) + (b"[0-9a-f]{64}" if digest else b"") + b")"
+        for fragment, digest in _FRAGMENTS
+    )
+)
+_UNPACK = re.compile(rb"([\x02\x07])(.{32})|([\x01-\x1f])", re.DOTALL)
+
+
+def _pack_match(match: re.Match[bytes]) -> bytes:
+    code = match.lastindex or 0
+    fragment, digest = _FRAGMENTS[code - 1]
+    packed = bytes([code])
+    return packed + bytes.fromhex(match.group()[len(fragment) :].decode()) if digest else packed
+
+
+def _unpack_match(match: re.Match[bytes]) -> bytes:
+    if match.group(1) is not None:
+        return _FRAGMENTS[match.group(1)[0] - 1][0] + match.group(2).hex().encode()
+    return _FRAGMENTS[match.group(3)[0] - 1][0]
+
+
+def _pack(line: bytes) -> bytes:
+    """A line, or a piece of a template, as stored (see ``_FRAGMENTS``)."""
+    return _PACK.sub(_pack_match, line)
+
+
+def _unpack(stored: bytes) -> bytes:
+    """The canonical line a stored one stands for."""
+    return _UNPACK.sub(_unpack_match, stored)
 
 
 def _minute(epoch: float) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import re
 import secrets
@@ -62,26 +63,66 @@ def public_host(config: Any) -> str:
     return urlsplit(url).netloc.lower() if url else "localhost"
 
 
-def load_signer(config: Any, store: Store) -> SignerKey:
-    """``WIDGET_LOG_KEY``, or the key this service made for itself (kept encrypted)."""
-    name = log_key_name(public_host(config))
-    seed = str(config.get("LOG_KEY") or "")
-    if not seed:
-        box = AESGCM(derive_key(config["SECRET_KEY"], "log-key"))
+class LogKey:
+    """The log key: ``WIDGET_LOG_KEY``, or the one this service made for itself, kept in
+    Redis encrypted under a key derived from ``WIDGET_SECRET_KEY`` (never in clear).
+
+    Every process offers the encrypted key it signs with again now and then (``keep``): if
+    Redis lost it (a flush, a restore from before it existed), the processes agree again on
+    the first one offered, rather than each signing with a key of its own."""
+
+    def __init__(self, config: Any, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.name = log_key_name(public_host(config))
+        self._kept: bytes | None = None
+        self._refused: ConfigError | None = None
+
+    def load(self) -> SignerKey:
+        seed = str(self.config.get("LOG_KEY") or "")
+        if seed:
+            return self._signer(seed)
+        if self._refused is not None:
+            # Found a key it cannot open: never offer one of its own (should Redis lose
+            # that key, a process with the wrong secret must not put its key in its place).
+            raise self._refused
         nonce = secrets.token_bytes(12)
-        offered = nonce + box.encrypt(nonce, base64.b64decode(generate_seed()), b"log-key")
-        kept = store.log_key(offered)
+        offered = nonce + self._box().encrypt(nonce, base64.b64decode(generate_seed()), b"log-key")
+        return self._open(self.store.log_key(offered))
+
+    def keep(self) -> SignerKey | None:
+        """Offer the kept key again; the key Redis keeps now if it is not ours."""
+        if self._kept is None:
+            return None
+        kept = self.store.log_key(self._kept)
+        return None if kept == self._kept else self._open(kept)
+
+    def _box(self) -> AESGCM:
+        return AESGCM(derive_key(self.config["SECRET_KEY"], "log-key"))
+
+    def _open(self, kept: bytes) -> SignerKey:
         try:
-            seed = base64.b64encode(box.decrypt(kept[:12], kept[12:], b"log-key")).decode()
+            seed = self._box().decrypt(kept[:12], kept[12:], b"log-key")
         except InvalidTag:
-            raise ConfigError(
+            self._refused = ConfigError(
                 "the log key kept in Redis was sealed with another WIDGET_SECRET_KEY: restore "
                 "that secret, or set WIDGET_LOG_KEY to the log's key"
-            ) from None
-    try:
-        return SignerKey.from_base64_seed(name, seed)
-    except (ValueError, binascii.Error) as exc:
-        raise ConfigError(f"WIDGET_LOG_KEY: {exc}") from None
+            )
+            raise self._refused from None
+        signer = self._signer(base64.b64encode(seed).decode())
+        self._kept = kept
+        return signer
+
+    def _signer(self, seed: str) -> SignerKey:
+        try:
+            return SignerKey.from_base64_seed(self.name, seed)
+        except (ValueError, binascii.Error) as exc:
+            raise ConfigError(f"WIDGET_LOG_KEY: {exc}") from None
+
+
+def load_signer(config: Any, store: Store) -> SignerKey:
+    """``WIDGET_LOG_KEY``, or the key this service made for itself (kept encrypted)."""
+    return LogKey(config, store).load()
 
 
 def get_sealer() -> Sealer:
@@ -335,13 +376,26 @@ def prepare_log(app: Flask, statement_id: str) -> bool:
     )
 
 
+def load_key_early(sealer: Sealer) -> None:
+    """Every process takes the log key at startup, so that all sign with the one kept in
+    Redis when they started (and offer it again should Redis lose it). A key kept under
+    another ``WIDGET_SECRET_KEY`` is an error on every use of the log instead."""
+    try:
+        sealer.signer  # noqa: B018 - loads it
+    except ConfigError as exc:
+        logging.getLogger(__name__).error("transparency log: %s", exc)
+
+
 def init_app(app: Flask) -> None:
     store: Store = app.extensions["undersign.store"]
-    app.extensions["undersign.sealer"] = Sealer(store, lambda: load_signer(app.config, store))
+    keys = LogKey(app.config, store)
+    sealer = Sealer(store, keys.load, keep_key=keys.keep)
+    app.extensions["undersign.sealer"] = sealer
     runner = SealerRunner(app)
     app.before_request(runner.ensure_running)
     app.register_blueprint(bp)
     try:  # most statements open at once; the sealing loop retries the others
+        load_key_early(sealer)
         for statement_id in app.extensions["undersign.statements"].ids():
             prepare_log(app, statement_id)
     except RedisError:

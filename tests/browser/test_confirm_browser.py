@@ -119,7 +119,7 @@ def test_check_your_inbox_then_confirm_and_the_widget_counts_live(
     assert "You endorse as Aliya Nurlanovna." in inbox.inner_text("main")
     inbox.screenshot(path=str(SHOTS / "confirm-page.png"), full_page=True)
     inbox.click("#confirm")
-    inbox.wait_for_selector("#receipt")
+    inbox.wait_for_selector("#rc")
     assert "Your endorsement is confirmed and counted." in inbox.inner_text("main")
     back = inbox.get_attribute("#back-to-site", "href")
     assert back == site.origin

@@ -13,6 +13,8 @@ it, in their original order, before anything new may be appended.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -45,12 +47,17 @@ class Sealer:
     first needed (it may have to ask Redis)."""
 
     def __init__(
-        self, store: Store, load_key: Callable[[], SignerKey], layout: Layout = LAYOUT
+        self,
+        store: Store,
+        load_key: Callable[[], SignerKey],
+        layout: Layout = LAYOUT,
+        keep_key: Callable[[], SignerKey | None] | None = None,
     ) -> None:
         self.store = store
         self.layout = layout
         self.token = secrets.token_hex(8)
         self._load_key = load_key
+        self._keep_key = keep_key
         self._signer: SignerKey | None = None
         self._lock = threading.Lock()
 
@@ -61,6 +68,12 @@ class Sealer:
                 if self._signer is None:
                     self._signer = self._load_key()
         return self._signer
+
+    def keep_key(self) -> None:
+        """Redis may have lost the key kept there: offer ours again, or take the one kept
+        now (another process offered it first), so that every process signs with one key."""
+        if self._keep_key is not None and self._signer is not None:
+            self._signer = self._keep_key() or self._signer
 
     def origin(self, statement_id: str) -> str:
         return checkpoint_origin(self.signer.name, statement_id)
@@ -75,8 +88,9 @@ class Sealer:
         size afterwards. Another process sealing at the same moment makes this a no-op."""
         size, note = self.store.log_head(statement_id)
         length = self.store.log_size(statement_id)
-        if length == size and note is not None:
+        if length == size and note is not None and self.signed_by_me(note):
             return size
+        # (a checkpoint signed with another key, after a key change, is signed again)
         lines = self.store.log_lines(statement_id, size, min(length, size + BATCH))
         frontier = Frontier.load(size, self.get_node(statement_id, root_nodes(size)))
         frontier, created = append_leaves(frontier, (leaf_hash(line) for line in lines))
@@ -89,6 +103,16 @@ class Sealer:
         if self.store.seal(statement_id, size, frontier.size, appends, note, changes):
             return frontier.size
         return self.store.log_head(statement_id)[0]
+
+    def signed_by_me(self, note: str) -> bool:
+        """Whether the note's last signature is by this sealer's key (its name and ID)."""
+        last = note.rstrip("\n").rsplit("\n", 1)[-1]
+        name, _, signature = last.removeprefix("\u2014 ").rpartition(" ")
+        try:
+            key_id = base64.b64decode(signature, validate=True)[:4]
+        except (binascii.Error, ValueError):
+            return False
+        return name == self.signer.name and key_id == self.signer.key_id
 
     def seal_all(self, statement_id: str) -> int:
         """Seal everything appended so far (for tools and tests)."""
@@ -166,6 +190,7 @@ class Sealer:
         failing = False
         while not stopping.wait(interval):
             try:
+                self.keep_key()
                 for statement_id in statement_ids:
                     if not self.store.log_ready(statement_id) and not prepare(statement_id):
                         continue
@@ -175,6 +200,10 @@ class Sealer:
             except RedisError as exc:
                 if not failing:
                     log.warning("tlog: sealing paused (%s)", type(exc).__name__)
+                failing = True
+            except Exception:  # a bad key, a bug: say so, and keep the loop alive
+                if not failing:
+                    log.exception("tlog: sealing failed")
                 failing = True
 
 
