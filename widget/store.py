@@ -696,6 +696,16 @@ return removed
 """
 
 
+# A short lease: kept by its holder (same token), taken by anyone once it lapsed.
+LEASE_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
 # Admit one more live-count stream for a client unless it already holds ``cap`` across
 # every live process; processes that stopped renewing their alive-until are forgotten.
 OPEN_STREAM_LUA = """
@@ -1116,6 +1126,40 @@ class Store:
         size, note = self.redis.hmget(self.key(statement_id, "tlog:head"), "size", "note")
         return int(size or 0), (_text(note) if note is not None else None)
 
+    def log_state(self, statement_id: str) -> tuple[bool, int, int, str | None]:
+        """For the sealing loop, in one round trip: whether the log is open, its size, the
+        sealed size and that size's signed checkpoint (None before the first seal)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.key(statement_id, "state"), "tlog")
+        pipe.llen(self.key(statement_id, "tlog"))
+        pipe.hmget(self.key(statement_id, "tlog:head"), "size", "note")
+        ready, length, (size, note) = pipe.execute()
+        return (
+            ready in (b"ready", "ready"),
+            int(length),
+            int(size or 0),
+            _text(note) if note is not None else None,
+        )
+
+    def seal_inputs(
+        self, statement_id: str, start: int, stop: int, spans: Iterable[Span]
+    ) -> tuple[list[bytes], list[bytes]]:
+        """What a seal reads, in one round trip: lines ``start`` to ``stop - 1`` and the
+        stored hashes of each span."""
+        spans = list(spans)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lrange(self.key(statement_id, "tlog"), start, max(start, stop) - 1)
+        for span in spans:
+            first = span.start * HASH_SIZE
+            pipe.getrange(
+                self._level_key(statement_id, span.level),
+                first,
+                first + span.length * HASH_SIZE - 1,
+            )
+        lines, *blobs = pipe.execute()
+        unpacked = [_unpack(bytes(line)) for line in lines] if stop > start else []
+        return unpacked, [bytes(blob) for blob in blobs]
+
     def tree_spans(self, statement_id: str, spans: Iterable[Span]) -> list[bytes]:
         """The stored hashes of each span (one round trip): 32 bytes each, in order."""
         pipe = self.redis.pipeline(transaction=False)
@@ -1187,13 +1231,8 @@ class Store:
         """Take (or keep, with the same token) a short lease, so that one process at a time
         does ``name`` for this statement."""
         key = self.key(statement_id, f"lease:{name}")
-        taken = self.redis.set(key, token, nx=True, px=int(seconds * 1000))
-        if taken:
-            return True
-        if _text(self.redis.get(key) or b"") == token:
-            self.redis.pexpire(key, int(seconds * 1000))
-            return True
-        return False
+        script = self._script("lease", LEASE_LUA)
+        return bool(script(keys=[key], args=[token, int(seconds * 1000)]))
 
     def log_key(self, offered: bytes) -> bytes:
         """The service's log key as kept (encrypted by the caller): ``offered`` unless one

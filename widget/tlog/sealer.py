@@ -83,16 +83,22 @@ class Sealer:
         spans = self.layout.spans(nodes)
         return self.layout.getter(spans, self.store.tree_spans(statement_id, spans))
 
-    def seal(self, statement_id: str) -> int:
+    def seal(self, statement_id: str, state: tuple[int, int, str | None] | None = None) -> int:
         """Seal what was appended since the last seal (at most ``BATCH`` lines); the sealed
-        size afterwards. Another process sealing at the same moment makes this a no-op."""
-        size, note = self.store.log_head(statement_id)
-        length = self.store.log_size(statement_id)
+        size afterwards. Another process sealing at the same moment makes this a no-op.
+        ``state`` is ``(log size, sealed size, checkpoint)`` when the caller has just read
+        it. Two round trips to Redis: one to read, one to store (a sealing loop in a busy
+        web worker waits behind the requests for each)."""
+        if state is None:
+            _, length, size, note = self.store.log_state(statement_id)
+        else:
+            length, size, note = state
         if length == size and note is not None and self.signed_by_me(note):
             return size
         # (a checkpoint signed with another key, after a key change, is signed again)
-        lines = self.store.log_lines(statement_id, size, min(length, size + BATCH))
-        frontier = Frontier.load(size, self.get_node(statement_id, root_nodes(size)))
+        spans = self.layout.spans(root_nodes(size))
+        lines, blobs = self.store.seal_inputs(statement_id, size, min(length, size + BATCH), spans)
+        frontier = Frontier.load(size, self.layout.getter(spans, blobs))
         frontier, created = append_leaves(frontier, (leaf_hash(line) for line in lines))
         appends: dict[int, bytes] = defaultdict(bytes)
         for level, _index, digest in self.layout.keep(created):
@@ -192,10 +198,14 @@ class Sealer:
             try:
                 self.keep_key()
                 for statement_id in statement_ids:
-                    if not self.store.log_ready(statement_id) and not prepare(statement_id):
-                        continue
+                    ready, length, size, note = self.store.log_state(statement_id)
+                    if not ready:
+                        prepare(statement_id)
+                        continue  # sealed from the next round on
+                    if length == size and note is not None and self.signed_by_me(note):
+                        continue  # nothing new: no lease needed
                     if self.store.lease(statement_id, "seal", self.token, LEASE_SECONDS):
-                        self.seal(statement_id)
+                        self.seal(statement_id, (length, size, note))
                 failing = False
             except RedisError as exc:
                 if not failing:
