@@ -40,15 +40,21 @@ pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Connection": "close"}
 # In every document: each change of a count or of the live role, with the time it showed.
+# A frame's first navigation from about:blank to a same-origin page keeps its window, and
+# the init script does not always run again for the new document: it is evaluated again
+# once the documents are up, and starts a recorder only where none watches the document.
 RECORD = """
-window.__seen = [];
-new MutationObserver(function (changes) {
-  changes.forEach(function (c) {
-    window.__seen.push([c.attributeName, c.target.getAttribute(c.attributeName), Date.now()]);
+if (window.__observed !== document) {
+  window.__observed = document;
+  window.__seen = [];
+  new MutationObserver(function (changes) {
+    changes.forEach(function (c) {
+      window.__seen.push([c.attributeName, c.target.getAttribute(c.attributeName), Date.now()]);
+    });
+  }).observe(document, {
+    subtree: true, attributes: true, attributeFilter: ['data-count', 'data-live']
   });
-}).observe(document, {
-  subtree: true, attributes: true, attributeFilter: ['data-count', 'data-live']
-});
+}
 """
 # Documents that may look hidden: window.__hidden = true, then a visibilitychange event.
 HIDEABLE = """
@@ -136,6 +142,9 @@ def wait_for_roles(*groups: list[Frame]) -> int:
         wait_for(settled, timeout=10, what="one leader in each partition")
     except TimeoutError:
         raise AssertionError(f"roles: {[roles(group) for group in groups]}") from None
+    for group in groups:
+        for doc in group:
+            doc.evaluate(RECORD)
     return sum(roles(group).count("leader") for group in groups)
 
 
