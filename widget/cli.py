@@ -7,6 +7,7 @@ settings and talk to its Redis.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -178,26 +179,29 @@ def watch_command(interval: float, once: bool) -> None:
 
     from .api import get_registry
     from .db import get_store
+    from .live import Hub
 
     store = get_store()
     registry = get_registry()
     if once:
         Console().print(watch_table(store, registry))
         return
-    pubsub = store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-    pubsub.psubscribe(store.channel("*"))
+    # The service's own live hub: classic or sharded pub/sub as the service uses it, and
+    # it resubscribes by itself after a failover.
+    mode = "sharded" if store.sharded else "classic"
+    hub = Hub(store.redis, store, list(registry.ids()), interval, pubsub_mode=mode)
+    hub.ensure_running()
     try:
         with Live(watch_table(store, registry), auto_refresh=False) as live:
             while True:
-                # Wake on the first change, then redraw at most once per interval.
-                pubsub.get_message(timeout=interval)
-                while pubsub.get_message(timeout=0.01):
-                    pass
+                # Wake on a change (at most one redraw per interval), or redraw anyway.
+                hub.bell.event.wait(interval)
+                time.sleep(0.01)
                 live.update(watch_table(store, registry), refresh=True)
     except KeyboardInterrupt:
         pass
     finally:
-        pubsub.close()
+        hub.stop()
 
 
 SURGING = "[bold red]▲ SURGING[/]"
