@@ -450,6 +450,41 @@ def verify_command(
     raise SystemExit(run(base_url, statement_id, key=vkey, receipt=receipt, state=state))
 
 
+@click.command("migrate")
+@click.option("--from", "source", required=True, metavar="URL", help="The Redis to copy from.")
+@click.option("--to", "target", required=True, metavar="URL", help="The Redis to copy into.")
+@click.option("--cluster-from", is_flag=True, help="The source is a Redis Cluster node.")
+@click.option("--cluster-to", is_flag=True, help="The target is a Redis Cluster node.")
+@click.option("--force", is_flag=True, help="Replace a statement's keys already in the target.")
+def migrate_command(
+    source: str, target: str, cluster_from: bool, cluster_to: bool, force: bool
+) -> None:
+    """Copy every key from one Redis to another (a single Redis into a cluster), statement
+    by statement, then check each statement's count, record and log lengths. Stop the
+    service (or close its statements) first: nothing may be written meanwhile."""
+    from .db import make_client
+    from .migrate import TargetNotEmpty, describe, migrate
+
+    try:
+        results = migrate(
+            make_client(source, cluster_from),
+            make_client(target, cluster_to),
+            force=force,
+            progress=lambda copied: click.echo(describe(copied)),
+        )
+    except TargetNotEmpty as exc:
+        raise click.ClickException(
+            f"the target already holds keys of {exc}: nothing copied (--force replaces them)"
+        ) from None
+    bad = [r.statement_id for r in results if not r.ok]
+    if bad:
+        raise click.ClickException(
+            f"counts differ after the copy for {', '.join(bad)}: was the service writing?"
+        )
+    statements = sum(1 for r in results if r.statement_id)
+    click.echo(f"Copied {statements} statements; every count and log length matches.")
+
+
 @click.command("config")
 def config_command() -> None:
     """Print every WIDGET_* setting with its default, as a Markdown table."""
@@ -477,6 +512,7 @@ COMMANDS: list[click.Command] = [
     close_command,
     sessions_group,
     verify_command,
+    migrate_command,
 ]
 
 
