@@ -210,11 +210,12 @@ class ReplicaWatch(threading.Thread):
         self.cluster = cluster
         self.slot = slot
         self.stop = threading.Event()
-        self.samples: list[tuple[float, bool]] = []
+        self.samples: list[tuple[float, bool | None]] = []
 
     def run(self) -> None:
         while not self.stop.wait(0.05):
             at = time.monotonic()
+            covered: bool | None
             try:
                 master = self.cluster.master_of_slot(self.slot)
                 info = self.cluster.node(master).info("replication")
@@ -223,18 +224,19 @@ class ReplicaWatch(threading.Thread):
                     for k, v in info.items()
                     if str(k).startswith("slave")
                 )
-            except Exception:
-                covered = False
+            except Exception:  # the master did not answer: unknown
+                covered = None
             self.samples.append((at, covered))
 
     def unprotected(self, load: Load) -> int:
-        """201s answered when both the sample before and the one after said: no replica."""
+        """201s answered while the master positively had no replica in sync (both the
+        sample before and the one after said so)."""
         times = [t for t, _ in self.samples]
         bare = 0
         for e in load.endorsements:
             for at, status in e.answers:
                 i = bisect.bisect_left(times, at)
                 inside = status == 201 and 0 < i < len(times)
-                if inside and not self.samples[i - 1][1] and not self.samples[i][1]:
+                if inside and self.samples[i - 1][1] is False and self.samples[i][1] is False:
                     bare += 1
         return bare
