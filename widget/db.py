@@ -38,6 +38,7 @@ CLIENT_OPTIONS = {
     "socket_timeout": 2.0,
     "health_check_interval": 15,
 }
+CLUSTER_NODE_CONNECTIONS = 2000  # per node and process, at most
 
 
 class ClusterClient(RedisCluster):
@@ -105,7 +106,10 @@ def make_client(url: str, cluster: bool = False) -> RedisClient:
     retry = Retry(ExponentialBackoff(cap=0.25, base=0.05), 1)
     errors = [RedisConnectionError, RedisTimeoutError]
     if cluster:
-        return ClusterClient.from_url(url, retry=retry, **CLIENT_OPTIONS)
+        # redis-py caps each node's pool at 100 connections and refuses beyond
+        # (MaxConnectionsError); a gevent worker admitting a burst of streams needs more.
+        options = {**CLIENT_OPTIONS, "max_connections": CLUSTER_NODE_CONNECTIONS}
+        return ClusterClient.from_url(url, retry=retry, **options)
     return Redis.from_url(url, retry=retry, retry_on_error=errors, **CLIENT_OPTIONS)
 
 
