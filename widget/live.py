@@ -63,6 +63,9 @@ COUNT_MAX_AGE = 1.0
 RESYNC_SECONDS = 5.0
 HEARTBEAT = b": keep-alive\n\n"
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
+# A subscription is pinged at each resync; one that has not answered this long after is
+# taken for dead (a hung node keeps its sockets open and says nothing).
+PONG_WITHIN = 3.0
 _hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
 
 
@@ -445,8 +448,8 @@ class Hub:
 
     def _listen(self, subscriptions: list[Any]) -> None:
         """Read every subscription (one reader thread each) until one fails or stops
-        answering: each is pinged at every resync and must answer before the next one
-        (a node that hangs keeps its sockets open but says nothing)."""
+        answering: each is pinged at a resync and must answer within ``PONG_WITHIN``
+        seconds (a node that hangs keeps its sockets open but says nothing)."""
         failed = threading.Event()
         errors: list[BaseException] = []
         heard = [time.monotonic()] * len(subscriptions)
@@ -458,7 +461,7 @@ class Hub:
                     if ping_due[index]:  # sent from here: one thread uses the connection
                         ping_due[index] = False
                         pubsub.ping()
-                    message = pubsub.get_message(timeout=1.0)
+                    message = pubsub.get_message(timeout=0.5)
                     if message is None:
                         continue
                     heard[index] = time.monotonic()
@@ -479,13 +482,16 @@ class Hub:
         for reader in readers:
             reader.start()
         resync_at = time.monotonic() + RESYNC_SECONDS
-        pinged_at = time.monotonic()
+        pinged_at: float | None = None
         while not self.stopping.is_set() and not failed.is_set():
-            if time.monotonic() >= resync_at:
-                if any(at < pinged_at for at in heard):
+            now = time.monotonic()
+            if now >= resync_at:
+                answered = pinged_at is None or all(at >= pinged_at for at in heard)
+                if not answered and now - (pinged_at or now) > PONG_WITHIN:
                     raise RedisError("a subscription did not answer its ping")
-                pinged_at = time.monotonic()
-                ping_due[:] = [True] * len(subscriptions)
+                if answered:
+                    pinged_at = now
+                    ping_due[:] = [True] * len(subscriptions)
                 self._resync()
                 resync_at = time.monotonic() + RESYNC_SECONDS
             failed.wait(min(1.0, max(0.0, resync_at - time.monotonic())))
