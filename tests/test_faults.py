@@ -113,6 +113,10 @@ def test_master_kill_9_under_load_loses_nothing_acknowledged(
     cluster: LocalCluster, instances_of: object, tmp_path: Path
 ) -> None:
     instances = instances_of(cluster, WIDGET_REDIS_WAIT_REPLICAS="1")  # type: ignore[operator]
+    stop = threading.Event()
+    viewers = [Viewer(instance, stop) for instance in instances]  # one stream on each
+    for viewer in viewers:
+        viewer.start()
     load, killed_at, window = master_kill_under_load(cluster, instances, wait=1)
 
     statuses = load.statuses()
@@ -133,6 +137,13 @@ def test_master_kill_9_under_load_loses_nothing_acknowledged(
         if e.final == 200:
             assert any(s in (0, 503) for _, s in e.answers[:-1]), e
     assert state.count == statuses[201] + sum(1 for e in load.endorsements if e.final == 200)
+    # Each instance's live hub resubscribed on the new master and resynced: its stream
+    # shows the final count (within the 5-second resync), with no restart.
+    deadline = time.monotonic() + 6
+    while any(v.last_count != state.count for v in viewers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    assert [v.last_count for v in viewers] == [state.count] * len(viewers)
     # Failover + 5 s; with WAIT 1, writes also wait for the new master to have a replica.
     assert window < NODE_TIMEOUT_MS / 1000 + 5 + RESTART_AFTER
     for instance in instances:
