@@ -131,6 +131,15 @@
     fallback(rest.join(' '));
   }
 
+  /* Email confirmation, side by side: confirmed, pending, confirmation rate. */
+  function confirmation(root, s) {
+    var box = $('[data-confirmation]', root);
+    if (!box || s.confirm !== 'email') return;
+    $('[data-confirmed]', box).textContent = NF.format(s.count);
+    $('[data-pending]', box).textContent = NF.format(s.pending);
+    $('[data-rate]', box).textContent = s.confirmation_rate == null ? '–' : pct(s.confirmation_rate);
+  }
+
   /* -- overview ----------------------------------------------------------------------- */
   function overview(root) {
     function paintCount(card, count, goal) {
@@ -139,6 +148,7 @@
     }
     function paint(s, card) {
       paintCount(card, s.count, s.goal);
+      confirmation(card, s);
       var pill = $('[data-open]', card);
       pill.textContent = s.open ? 'Open' : 'Closed';
       pill.className = 'pill ' + (s.open ? 'ok' : 'off');
@@ -160,6 +170,10 @@
         data.statements.forEach(function (s) {
           var card = root.querySelector('[data-id="' + CSS.escape(s.id) + '"]');
           if (card) paint(s, card);
+        });
+        Object.keys(data.mail || {}).forEach(function (k) {
+          var node = $('[data-mail="' + k + '"]');
+          if (node) node.textContent = NF.format(data.mail[k]);
         });
       }).catch(function () {});
     }
@@ -317,6 +331,7 @@
     function renderStats(data) {
       stats = data;
       setCount(data.count);
+      confirmation(root, data);
       setOpen(data.open);
       bars($('#by-source'), data.by_source, sourceLabel);
       bars($('#by-country'), data.by_country, countryLabel);

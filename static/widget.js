@@ -342,19 +342,55 @@
     el.hidden = !msg;
     size();
   }
-  function busy(on) {
+  function busy(on, label) {
     var b = $('f-submit');
     if (!b) return;
     b.disabled = on;
-    text(b, on ? t('sending') : t('endorse'));
+    text(b, on ? t(label || 'sending') : t('endorse'));
+  }
+
+  /* -- proof of work: an ALTCHA challenge solved in a Web Worker (static/pow.js), started
+     when the visitor first reaches the form, so it is usually ready by the time they press
+     Endorse. One solution per endorsement; kept after a lost answer (sending it again is
+     then a duplicate, never a second count). */
+  var powUrl = ds.pow, solving = null;
+  function solve() {
+    if (!powUrl) return Promise.resolve('');
+    if (!solving) {
+      solving = fetch(api + '/challenge', { cache: 'no-store', signal: deadline(10000) }).then(function (r) {
+        if (!r.ok) throw r;
+        return r.json();
+      }).then(function (c) {
+        return new Promise(function (ok, no) {
+          var wk = new Worker(powUrl);
+          wk.onmessage = function (e) {
+            wk.terminate();
+            if (e.data) ok(btoa(JSON.stringify({ challenge: c, solution: e.data })));
+            else no(e);
+          };
+          wk.onerror = function (e) { wk.terminate(); no(e); };
+          wk.postMessage(c.parameters);
+        });
+      });
+      solving.catch(function () { solving = null; });
+    }
+    return solving;
+  }
+  /* a•••@example.org: the address as "check your inbox" shows it */
+  function mask(e) {
+    e = e.trim();
+    return Array.from(e)[0] + '•••' + e.slice(e.lastIndexOf('@'));
   }
   function done(kind, n) {
     setCount(n);
     form.hidden = true;
-    var panel = $('done');
-    text($('done-msg'), t(kind == 'duplicate' ? 'duplicate' : 'thanks'));
+    var panel = $('done'), p = kind == 'pending';
+    /* pending: the statement counts an endorsement once its owner confirms by email */
+    text($('done-msg'), p ? t('pending', { email: mask(form.elements.email.value) }) : t(kind == 'duplicate' ? 'duplicate' : 'thanks'));
     if (panel) {
+      if (p) text(panel.querySelector('.done-title'), t('pending_title'));
       panel.hidden = false;
+      panel.classList.toggle('pending', p);
       panel.classList.toggle('dup', kind == 'duplicate');
       panel.focus();
     }
@@ -363,6 +399,44 @@
     size();
   }
   var SERVER_KEYS = { name: 1, email: 1, country: 1, consent: 1 };
+  function send(body, retries) {
+    busy(true);
+    var slow = setTimeout(function () { busy(true, 'pow_wait'); }, 200);
+    solve().then(function (alt) {
+      clearTimeout(slow);
+      busy(true);
+      if (alt) body.altcha = alt;
+      return fetch(api + '/endorsements', {
+        method: 'POST', cache: 'no-store', signal: deadline(12000),
+        headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body)
+      });
+    }, function () {
+      clearTimeout(slow);
+      throw { name: 'pow' };
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (b) {
+        busy(false);
+        var pow = b.errors && b.errors.altcha;
+        if (r.ok || pow) solving = null;  /* used up, or refused: the next send solves anew */
+        if (r.ok) return done(b.status, b.count);
+        if (pow && retries) return send(body, 0);
+        if (r.status == 422 && b.errors) {
+          var mine = check(body), local = {}, other = [];
+          Object.keys(b.errors).forEach(function (f) {
+            if (SERVER_KEYS[f]) local[f] = mine[f] ? t(mine[f]) : b.errors[f];
+            else other.push(b.errors[f]);
+          });
+          showErrors(local, true);
+          return status(other.length ? other.join(' ') : t('err_fix'));
+        }
+        status(r.status == 429 ? t('err_rate') : r.status == 503 ? t('err_busy') : r.status == 409 ? t('err_closed') : b.detail || t('err_network'));
+      });
+    }).catch(function (e) {
+      /* no answer in time: the form keeps its values, and sending it again is safe */
+      busy(false);
+      status(t(e.name == 'AbortError' ? 'err_timeout' : e.name == 'pow' ? 'err_pow' : 'err_network'));
+    });
+  }
   if (form) {
     form.addEventListener('submit', function (ev) {
       ev.preventDefault();
@@ -373,33 +447,14 @@
       var errs = check(v);
       if (showErrors(errs)) { status(t('err_fix')); return; }
       status('');
-      busy(true);
-      var body = { name: v.name, email: v.email, country: v.country, consent: true, public: v.public };
+      var body = {
+        name: v.name, email: v.email, country: v.country, consent: true, public: v.public,
+        lang: lang, website: form.elements.website ? form.elements.website.value : ''
+      };
       if (host) body.source = host;
-      fetch(api + '/endorsements', {
-        method: 'POST', cache: 'no-store', signal: deadline(12000),
-        headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body)
-      }).then(function (r) {
-        return r.json().catch(function () { return {}; }).then(function (b) {
-          busy(false);
-          if (r.ok) return done(b.status, b.count);
-          if (r.status == 422 && b.errors) {
-            var mine = check(v), local = {}, other = [];
-            Object.keys(b.errors).forEach(function (f) {
-              if (SERVER_KEYS[f]) local[f] = mine[f] ? t(mine[f]) : b.errors[f];
-              else other.push(b.errors[f]);
-            });
-            showErrors(local, true);
-            return status(other.length ? other.join(' ') : t('err_fix'));
-          }
-          status(r.status == 429 ? t('err_rate') : r.status == 503 ? t('err_busy') : r.status == 409 ? t('err_closed') : b.detail || t('err_network'));
-        });
-      }).catch(function (e) {
-        /* no answer in time: the form keeps its values, and sending it again is safe */
-        busy(false);
-        status(t(e.name == 'AbortError' ? 'err_timeout' : 'err_network'));
-      });
+      send(body, 1);
     });
+    form.addEventListener('focusin', function () { solve().catch(function () {}); });
     form.addEventListener('input', function (ev) {
       var f = ev.target && ev.target.name, box = f && $('f-' + f + '-err');
       if (box && !box.hidden && !check({

@@ -12,7 +12,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import Browser, Playwright, sync_playwright
 from redis import Redis
-from servers import CHROMIUM, CHROMIUM_ARGS, ClusterServer, Gunicorn, RedisServer
+from servers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ClusterServer,
+    Gunicorn,
+    MailWorker,
+    RedisServer,
+    SmtpSink,
+)
 
 from widget import create_app
 
@@ -41,6 +49,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 def pytest_report_header() -> str:
     return "redis: " + ("a local Redis Cluster (3+3 nodes)" if CLUSTER else "one redis-server")
+
+
+CONFIRMING = "confirm-test"  # a statement with confirm = "email" (see confirm_dir)
+MAIL_FROM = "Coalition <sign@coalition.example>"
 
 
 @pytest.fixture(scope="session")
@@ -175,3 +187,62 @@ def start_gunicorn(
     yield factory
     for server in started:
         server.stop()
+
+
+# -- email confirmation ---------------------------------------------------------------------
+
+
+def write_confirming_statement(folder: Path) -> Path:
+    """``confirm-test`` (``confirm = "email"``) in English, with a Russian translation."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{CONFIRMING}.md").write_text(
+        f'+++\nid = "{CONFIRMING}"\ntitle = "Clean air for our city"\ngoal = 100\n'
+        'author = "Clean Air Coalition"\nconfirm = "email"\n+++\n\nWe ask for clean air.\n',
+        encoding="utf-8",
+    )
+    (folder / f"{CONFIRMING}.ru.md").write_text(
+        '+++\ntitle = "Чистый воздух для нашего города"\n+++\n\n' + "Просим чистого воздуха.\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+@pytest.fixture
+def confirm_dir(tmp_path: Path) -> Path:
+    return write_confirming_statement(tmp_path / "statements")
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+def mail_settings(sink: SmtpSink, statements: Path, public_url: str) -> dict[str, str]:
+    """The settings a confirming statement needs, as environment variables."""
+    return {
+        "WIDGET_STATEMENTS_DIR": str(statements),
+        "WIDGET_SMTP_URL": sink.url,
+        "WIDGET_MAIL_FROM": MAIL_FROM,
+        "WIDGET_PUBLIC_URL": public_url,
+    }
+
+
+@pytest.fixture
+def start_worker(
+    redis_server: RedisServer, redis_client: Redis, tmp_path: Path
+) -> Iterator[Callable[..., MailWorker]]:
+    """Start ``undersign worker`` on the test Redis: ``start_worker(WIDGET_SMTP_URL=...)``."""
+    started: list[MailWorker] = []
+
+    def factory(**env: str) -> MailWorker:
+        worker = MailWorker(gunicorn_env(redis_server, **env), redis_client, folder=tmp_path)
+        worker.start()
+        started.append(worker)
+        return worker
+
+    yield factory
+    for worker in started:
+        worker.stop()

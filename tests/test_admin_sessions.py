@@ -209,6 +209,8 @@ def public_get_urls(app: Flask) -> list[str]:
                 value = demo if rule.endpoint == "embed.demo_file" else static
             elif arg in ("commit", "digest"):
                 value = "0" * 64  # a receipt or a text version (a 404 must not set one either)
+            elif arg == "token":
+                value = "A" * 32  # a confirmation link nobody issued (its 404 page)
             else:
                 raise AssertionError(f"no value for <{arg}> in {rule.rule}")
             url = re.sub(rf"<(?:[^:<>]+:)?{arg}>", value, url)

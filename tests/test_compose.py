@@ -43,7 +43,22 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 
 def test_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"app", "redis"}
+    assert set(compose["services"]) == {"app", "worker", "redis"}
+
+
+def test_the_worker_sends_mail_with_the_apps_image_and_settings(compose: dict[str, Any]) -> None:
+    app, worker = compose["services"]["app"], compose["services"]["worker"]
+    assert words(worker["command"]) == ["undersign", "worker"]
+    assert worker["image"] == app["image"] and worker["build"] == app["build"]
+    assert worker["environment"] == app["environment"]  # one list of settings for both
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert words(worker["healthcheck"]["test"]) == ["CMD", "undersign", "worker", "--check"]
+    assert "ports" not in worker
+    assert worker["read_only"] is True and worker["cap_drop"] == ["ALL"]
+    assert worker["restart"] == "unless-stopped"
+    # Mail settings come from the environment (the SMTP URL may carry a password).
+    for name in ("WIDGET_SMTP_URL", "WIDGET_MAIL_FROM"):
+        assert re.fullmatch(r"\$\{" + name + r":-\}", app["environment"][name])
 
 
 def test_redis_persists_with_aof_on_a_named_volume(compose: dict[str, Any]) -> None:
@@ -185,7 +200,10 @@ def test_cluster_file_has_six_nodes_an_init_job_two_apps_and_a_proxy(
     cluster_compose: dict[str, Any],
 ) -> None:
     services = cluster_compose["services"]
-    assert set(services) == {*NODES, "cluster-init", "app-1", "app-2", "proxy"}
+    assert set(services) == {*NODES, "cluster-init", "app-1", "app-2", "worker", "proxy"}
+    worker = services["worker"]
+    assert words(worker["command"]) == ["undersign", "worker"]
+    assert worker["environment"] == services["app-1"]["environment"]  # the same settings
     addresses = set()
     for name in NODES:
         node = services[name]

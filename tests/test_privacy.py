@@ -249,3 +249,22 @@ def test_ipv6_clients_are_keyed_by_their_slash_64(redis_client: Redis) -> None:
     assert salt.hash(network_of("::ffff:198.51.100.7", CLIENT_PREFIXES)) == salt.hash(
         network_of("198.51.100.7", CLIENT_PREFIXES)
     )
+
+
+def test_limiters_keep_counters_not_request_times(make_app: MakeApp, redis_client: Redis) -> None:
+    """No rate-limit record holds the time of a request (which could be matched with an
+    endorsement's): every limiter key is a counter, in every limit the service keeps."""
+    client = make_app(FORM_LIMIT="2/minute", CHALLENGE_LIMIT="2/minute", POW=True).test_client()
+    for _ in range(3):
+        client.get(f"/api/v1/statements/{STATEMENT}/challenge")
+        client.post(f"/s/{STATEMENT}", data={"token": "x", "name": "A", "email": "a@b.org"})
+        client.get("/api/v1/admin/statements", headers={"Authorization": "Bearer wrong"})
+    client.post(endorsements_url(), json=person(1, altcha="not solved"))
+    make_app(POW=False).test_client().post(endorsements_url(), json=person(2))
+    kinds = {k.decode(): redis_client.type(k).decode() for k in redis_client.scan_iter()}
+    limiter = {k: v for k, v in kinds.items() if "limits" in k.lower() or ":rl:" in k}
+    assert any(":rl:" in k for k in limiter) and any("LIMITS" in k for k in limiter), kinds
+    assert set(limiter.values()) == {"string"}, limiter
+    for key in limiter:
+        value = redis_client.get(key)
+        assert value is not None and value.isdigit(), (key, value)  # a count, nothing else

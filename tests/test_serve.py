@@ -202,8 +202,16 @@ def test_serve_with_redis_url_starts_no_redis(
         body = person(1, altcha=altcha_for(server.url))
         assert http("POST", url, json=body).status_code == 201
         assert redis_server.client().get(f"us:{{{STATEMENT}}}:count") == b"1"
+        # One mail worker beside gunicorn, on the same Redis.
+        workers = redis_server.client().smembers("rq:{mail}:workers")
+        deadline = time.monotonic() + 20
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+            workers = redis_server.client().smembers("rq:{mail}:workers")
+        assert len(workers) == 1, server.output
     finally:
         assert server.stop() == 0, server.output
+    assert redis_server.client().smembers("rq:{mail}:workers") == set()  # stopped with it
     assert "Embedded Redis" not in server.output
     assert "WIDGET_PUBLIC_URL is not set" not in server.output
     assert not data_dir.exists() or not any(data_dir.iterdir())

@@ -6,12 +6,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 
 __all__ = ["create_app"]
+
+# RQ reads its key prefix once, when it is first imported: every key of the mail queue
+# carries the hash tag {mail}, so its transactions stay in one Redis Cluster slot (see
+# ``jobs``, which refuses to run with any other).
+RQ_KEY_PREFIX = "rq:{mail}"
+os.environ.setdefault("RQ_KEY_PREFIX", RQ_KEY_PREFIX)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -21,6 +28,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         api,
         bodies,
         cli,
+        confirm,
         db,
         embed,
         errors,
@@ -31,7 +39,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         proxies,
         transparency,
     )
-    from .config import load_config
+    from .config import check_confirmation, load_config
+    from .jobs import MailQueue
     from .links import public_origin
     from .statements import load_registry
 
@@ -40,14 +49,20 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     extra = [app.config["STATEMENTS_DIR"]] if app.config["STATEMENTS_DIR"] else []
-    app.extensions["undersign.statements"] = load_registry(extra)
+    registry = load_registry(extra)
+    check_confirmation(app.config, [s.id for s in registry if s.confirms_email])
+    app.extensions["undersign.statements"] = registry
 
     db.init_app(app)
+    app.extensions["undersign.mail"] = MailQueue(
+        app.extensions["undersign.redis"], app.config["SECRET_KEY"], app.config["MAIL_RETRY_FOR"]
+    )
     errors.init_app(app)
     bodies.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.health_bp)
     app.register_blueprint(embed.bp)
+    app.register_blueprint(confirm.bp)
     live.init_app(app)
     transparency.init_app(app)
     admin.init_app(app)

@@ -28,7 +28,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from flask import (
@@ -77,6 +77,9 @@ from .store import ENTRY_ID, BulkFilter, LogNotReady
 from .surge import FACTOR, WINDOW_SECONDS, Rate
 from .transparency import log_not_ready
 from .validation import COUNTRY_CODES
+
+if TYPE_CHECKING:
+    from .jobs import MailQueue
 
 api = Blueprint("admin_api", __name__, url_prefix="/api/v1/admin")
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -289,7 +292,15 @@ def admin_headers(response: Response) -> Response:
 # -- shared views -----------------------------------------------------------------------
 
 
-def statement_state(statement: Statement, count: int, closed: bool) -> dict[str, Any]:
+def statement_state(
+    statement: Statement, count: int, closed: bool, confirmation: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """A statement as operators see it. With email confirmation, ``count`` is the confirmed
+    endorsements (the public count), ``pending`` those waiting for their owner, and
+    ``confirmation_rate`` the share of addresses sent a first link that confirmed (None
+    before the first)."""
+    confirmation = confirmation or {}
+    asked = confirmation.get("asked", 0)
     return {
         "id": statement.id,
         "title": statement.original.title,
@@ -297,12 +308,25 @@ def statement_state(statement: Statement, count: int, closed: bool) -> dict[str,
         "goal": statement.goal,
         "open": statement.scheduled_open() and not closed,
         "closed_by_operator": closed,
+        "confirm": statement.confirm,
+        "pending": confirmation.get("pending", 0),
+        "confirmation_rate": round(confirmation.get("confirmed", 0) / asked, 3) if asked else None,
     }
 
 
 def _state(statement: Statement) -> dict[str, Any]:
-    count, closed = get_store().count_and_closed(statement.id)
-    return statement_state(statement, count, closed)
+    store = get_store()
+    count, closed = store.count_and_closed(statement.id)
+    confirmation = None
+    if statement.confirms_email:
+        confirmation = store.confirmation_stats([statement.id])[statement.id]
+    return statement_state(statement, count, closed, confirmation)
+
+
+def mail_state() -> dict[str, int]:
+    """The confirmation mail queue (see ``jobs.MailQueue.state``)."""
+    mail: MailQueue = current_app.extensions["undersign.mail"]
+    return mail.state()
 
 
 def entry_json(entry: Any) -> dict[str, Any]:
@@ -324,7 +348,7 @@ def entry_json(entry: Any) -> dict[str, Any]:
 
 @api.get("/statements")
 def list_statements() -> Response:
-    return jsonify({"statements": [_state(s) for s in get_registry()]})
+    return jsonify({"statements": [_state(s) for s in get_registry()], "mail": mail_state()})
 
 
 @api.get("/statements/<statement_id>/stats")
@@ -809,7 +833,13 @@ def logout() -> BaseResponse:
 @bp.get("")
 def overview() -> str:
     statements = [_state(s) for s in get_registry()]
-    return render_template("admin/overview.html", statements=statements, active="statements")
+    confirming = any(s["confirm"] == "email" for s in statements)
+    return render_template(
+        "admin/overview.html",
+        statements=statements,
+        mail=mail_state() if confirming else None,
+        active="statements",
+    )
 
 
 @bp.get("/s/<statement_id>")

@@ -6,6 +6,8 @@ a ``Problem`` (see ``errors``), so the response is problem+json and nothing is w
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from redis.exceptions import RedisError
 
 from .abuse import (
     CLIENT_PREFIXES,
@@ -27,6 +30,7 @@ from .abuse import (
 from .bodies import loads_json
 from .db import get_store
 from .errors import Problem
+from .i18n import catalogs, match_language
 from .limits import get_allowlist, is_own_origin
 from .links import absolute, normalize_origin, statement_url
 from .metrics import record_outcome
@@ -34,11 +38,20 @@ from .openapi import openapi_document
 from .pow import PowError, ProofOfWork
 from .privacy import DailySalt, email_hmac
 from .statements import Statement, StatementRegistry
-from .store import Endorsement, EndorseResult, Guard, LogEntry, Tier
+from .store import (
+    Endorsement,
+    EndorseResult,
+    Guard,
+    LogEntry,
+    PendingEndorsement,
+    PendingResult,
+    Tier,
+)
 from .tlog.entries import commitment, endorse_template, minute
 from .validation import EndorsementInput, first_name, validate_endorsement
 
 if TYPE_CHECKING:
+    from .jobs import MailQueue
     from .live import Hub
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -251,6 +264,8 @@ def record_endorsement(
         pow_ttl=remember_for,
         legacy_hmac=email_hmac(secret, statement.id, email.legacy),
     )
+    if statement.confirms_email:
+        return record_pending(statement, data, email.address, guard, source)
     receipt = secrets.token_urlsafe(24)  # 192 random bits; only its hash is kept
     commit = commitment(receipt)
     entry = endorse_template(
@@ -272,12 +287,19 @@ def record_endorsement(
     )
     result = get_store().endorse(statement.id, endorsement, guard)
     record_outcome(result.status)
+    refuse(result)
+    if result.status == "counted":
+        get_hub().heard(statement.id, result.count)
+    return Recorded(result, receipt if result.status == "counted" else None)
+
+
+def refuse(result: EndorseResult | PendingResult) -> None:
+    """The store's refusals as problems: closed 409, limited 429, a used proof of work
+    422, the log being prepared 503."""
     if result.status == "unready":
         from .transparency import log_not_ready
 
         raise log_not_ready()
-    if result.status == "counted":
-        get_hub().heard(statement.id, result.count)
     if result.status == "closed":
         raise Problem(
             409,
@@ -299,7 +321,67 @@ def record_endorsement(
         )
     if result.status == "replay":
         raise invalid({"altcha": "This proof-of-work solution was used already; solve a new one."})
-    return Recorded(result, receipt if result.status == "counted" else None)
+
+
+def get_mail() -> MailQueue:
+    mail: MailQueue = current_app.extensions["undersign.mail"]
+    return mail
+
+
+def confirm_token_hash(token: str) -> str:
+    """A confirmation token as the store keeps it: its hex SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def endorser_language(requested: str) -> str:
+    """The language the endorser used: the one the page sent, else the browser's first
+    one we have, else English."""
+    lang = match_language([requested]) if requested else None
+    return lang or request.accept_languages.best_match(list(catalogs())) or "en"
+
+
+def record_pending(
+    statement: Statement, data: EndorsementInput, address: str, guard: Guard, source: str
+) -> Recorded:
+    """An endorsement of a statement with email confirmation, past every refusal a direct
+    one meets: held until the owner of the address confirms (see ``PENDING_LUA``), and one
+    mail job queued, whatever the address's state (a link, "already endorsed", or a job
+    that sends nothing), so that the answer and the work behind it are the same for a new,
+    pending or confirmed address."""
+    secret = current_app.config["SECRET_KEY"]
+    lang = endorser_language(data.lang)
+    token = secrets.token_urlsafe(24)  # 192 random bits; only its hash is kept
+    token_hash = confirm_token_hash(token)
+    ttl = current_app.config["CONFIRM_TTL"]
+    pending = PendingEndorsement(
+        email_hmac=email_hmac(secret, statement.id, address),
+        name=data.name,
+        country=data.country,
+        source=source,
+        public=data.public,
+        lang=lang,
+        text=statement.text(data.lang).sha256,
+    )
+    store = get_store()
+    result = store.ask_confirmation(statement.id, pending, guard, token_hash, ttl)
+    record_outcome(result.status)
+    refuse(result)
+    try:
+        get_mail().enqueue(
+            statement.id,
+            result.mail,
+            address=address,
+            token=token if result.mail == "link" else "",
+            token_hash=token_hash,
+            lang=lang,
+            until=int(time.time()) + ttl,
+        )
+    except RedisError:
+        # Nothing went out: let the next try mail at once rather than in 10 minutes.
+        with contextlib.suppress(RedisError):
+            store.allow_mail_again(statement.id, pending.email_hmac)
+        raise
+    return Recorded(EndorseResult("pending", result.count), None)
 
 
 def get_blocks() -> BlockCache:
@@ -335,6 +417,10 @@ def honeypot_answer(statement: Statement) -> tuple[Response, int]:
     """What a form filler gets when it fills the field people never see: a success in
     every way that shows, and nothing recorded."""
     record_outcome("rejected", "honeypot")
+    if statement.confirms_email:
+        pending = jsonify({"status": "pending", "count": get_hub().count(statement.id)})
+        pending.headers["Cache-Control"] = "no-store"
+        return pending, 202
     body = {
         "status": "counted",
         "count": get_hub().count(statement.id),
@@ -362,7 +448,7 @@ def endorse(statement_id: str) -> tuple[Response, int]:
         answer["receipt"] = receipt_json(statement, recorded.receipt)
     response = jsonify(answer)
     response.headers["Cache-Control"] = "no-store"
-    return response, 201 if recorded.status == "counted" else 200
+    return response, {"counted": 201, "pending": 202}.get(recorded.status, 200)
 
 
 @bp.get("/statements/<statement_id>/challenge")

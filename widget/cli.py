@@ -28,10 +28,61 @@ if TYPE_CHECKING:
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: per CPU).")
 def serve_command(host: str, port: int, workers: int | None) -> None:
-    """Run the service with gunicorn (starting the embedded Redis when needed)."""
+    """Run the service with gunicorn and one mail worker (starting the embedded Redis when
+    needed)."""
     from .server import serve
 
     raise SystemExit(serve(host, port, workers))
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Send what is queued now, then exit.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 0 if a worker on this host sent a heartbeat in the last minute, else 1 "
+    "(for health checks; builds no app).",
+)
+@click.pass_context
+def worker_command(ctx: click.Context, burst: bool, check: bool) -> None:
+    """Send confirmation mail from the queue (RQ on the service's Redis): statements with
+    confirm = "email". Stops after the mail in hand on SIGTERM or Ctrl-C."""
+    import logging
+    import os
+
+    from .jobs import alive_here, worker_connection
+
+    if check:
+        from .server import EmbeddedRedis
+
+        url = (
+            os.environ.get("WIDGET_REDIS_URL")
+            or EmbeddedRedis(os.environ.get("WIDGET_DATA_DIR", "./var")).url
+        )
+        raise SystemExit(0 if alive_here(worker_connection(url)) else 1)
+    from .jobs import Mailer, work
+    from .mail import SmtpTarget
+
+    app = ctx.ensure_object(ScriptInfo).load_app()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    registry: StatementRegistry = app.extensions["undersign.statements"]
+
+    def title(statement_id: str, lang: str) -> str:
+        statement = registry.get(statement_id)
+        return statement.text(lang).title if statement else statement_id
+
+    smtp = app.config["SMTP_URL"]
+    mailer = Mailer(
+        store=app.extensions["undersign.store"],
+        secret=app.config["SECRET_KEY"],
+        sender=app.config["MAIL_FROM"],
+        target=SmtpTarget.from_url(smtp) if smtp else None,
+        public_url=app.config["PUBLIC_URL"],
+        title=title,
+    )
+    if not smtp:
+        click.echo("No WIDGET_SMTP_URL: no statement confirms by email; waiting anyway.")
+    work(worker_connection(app.config["REDIS_URL"]), mailer, burst=burst)
 
 
 @click.command("statements")
@@ -498,6 +549,7 @@ def config_command() -> None:
 
 COMMANDS: list[click.Command] = [
     serve_command,
+    worker_command,
     statements_command,
     count_command,
     config_command,

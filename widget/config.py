@@ -148,6 +148,36 @@ def _to_public_url(value: Any) -> str:
     return url
 
 
+def _to_smtp_url(value: Any) -> str:
+    url = _to_str(value).strip()
+    if not url:
+        return ""
+    # Not echoed: the URL carries the SMTP password.
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError("is not a URL like smtp://user:password@host:587") from None
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError("must be smtp://[user:password@]host[:port] or smtps://...")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("takes no path, query or fragment: smtp://[user:password@]host[:port]")
+    return url
+
+
+def _to_mail_from(value: Any) -> str:
+    from email.utils import parseaddr
+
+    text = _to_str(value).strip()
+    if not text:
+        return ""
+    _, address = parseaddr(text)
+    local, _, domain = address.rpartition("@")
+    if not local or "." not in domain or any(c in text for c in "\r\n"):
+        raise ValueError(f"{text!r} is not an address like Coalition <sign@example.org>")
+    return text
+
+
 @dataclass(frozen=True)
 class Setting:
     """One ``WIDGET_<name>`` setting."""
@@ -260,7 +290,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "POW_COST",
-        3000,
+        10000,
         _to_positive_int,
         "PBKDF2-SHA-256 iterations per attempt of the proof of work (ALTCHA's `cost`); a "
         "solver makes 16-48 attempts. Doubles while the statement surges.",
@@ -366,6 +396,36 @@ SETTINGS: tuple[Setting, ...] = (
         "Withdrawal attempts one client may make (flask-limiter syntax).",
     ),
     Setting(
+        "CONFIRM_TTL",
+        604800,
+        _to_positive_int,
+        'Seconds a confirmation link works (statements with `confirm = "email"`); the '
+        "pending endorsement is gone after it.",
+    ),
+    Setting(
+        "SMTP_URL",
+        "",
+        _to_smtp_url,
+        "Where confirmation mail goes out: `smtp://user:password@host:587` (STARTTLS, "
+        "required), `smtps://user:password@host:465` (TLS), or `smtp://host:25` (plain, "
+        'for a relay on the same host or network). Required by `confirm = "email"`.',
+    ),
+    Setting(
+        "MAIL_FROM",
+        "",
+        _to_mail_from,
+        "The sender of confirmation mail (`Coalition <sign@example.org>`). Required by "
+        '`confirm = "email"`.',
+    ),
+    Setting(
+        "MAIL_RETRY_FOR",
+        86400,
+        _to_positive_int,
+        "Seconds the worker keeps retrying a confirmation mail the SMTP server did not take "
+        "(waits from 5 s doubling to an hour); then the mail and its pending endorsement "
+        "are dropped.",
+    ),
+    Setting(
         "METRICS_PUBLIC",
         False,
         _to_bool,
@@ -414,6 +474,25 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> Non
         app.config["SECRET_KEY"] = demo_secret(Path(app.config["DATA_DIR"]))
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Strict")
+
+
+# What a statement with ``confirm = "email"`` needs: a way to send mail, a sender, and a
+# public URL for the link (never the Host header of a request: whoever sends it would
+# choose where the link points).
+CONFIRMATION_SETTINGS = ("SMTP_URL", "MAIL_FROM", "PUBLIC_URL")
+
+
+def check_confirmation(config: Mapping[str, Any], confirming: list[str]) -> None:
+    """A ``ConfigError`` naming the first missing setting when a statement confirms by
+    email."""
+    if not confirming:
+        return
+    for name in CONFIRMATION_SETTINGS:
+        if not config.get(name):
+            raise ConfigError(
+                f"WIDGET_{name} is required: statement {confirming[0]!r} has "
+                'confirm = "email" (see "Email confirmation" in the README)'
+            )
 
 
 # Always answered when a host list is in force: health checks and tools on the machine.

@@ -43,6 +43,7 @@ from .errors import Problem, handle_rate_limit
 from .i18n import Catalog, catalogs, get_catalog, match_language
 from .limits import get_allowlist, is_own_origin
 from .links import absolute, statement_url
+from .mail import mask
 from .metrics import record_outcome
 from .resources import EMBED_SITE_DIR, STATIC_DIR
 from .statements import Statement
@@ -100,7 +101,11 @@ SCRIPT_KEYS = (
     "err_closed",
     "err_network",
     "err_timeout",
+    "pow_wait",
+    "err_pow",
 )
+# ... and, on a statement with email confirmation, its "check your inbox" state.
+CONFIRM_SCRIPT_KEYS = ("pending_title", "pending")
 
 
 # -- assets -----------------------------------------------------------------------------
@@ -199,8 +204,14 @@ def page_context(statement: Statement, t: Catalog) -> dict[str, Any]:
         "open": statement.scheduled_open() and not closed,
         "url": statement_url(statement.id),
         "api": url_for("api.show_statement", statement_id=statement.id),
-        "script_messages": json.dumps(t.subset(SCRIPT_KEYS), ensure_ascii=False),
+        # The proof-of-work solver's script, when the proof of work is on.
+        "pow": asset_url("pow.js") if current_app.config["POW"] else "",
+        "script_messages": json.dumps(
+            t.subset(SCRIPT_KEYS + (CONFIRM_SCRIPT_KEYS if statement.confirms_email else ())),
+            ensure_ascii=False,
+        ),
         "countries": SORTED_COUNTRIES,
+        "confirm": statement.confirms_email,
     }
 
 
@@ -344,7 +355,9 @@ def endorse_form(statement_id: str) -> Response:
     values = {k: body[k] for k in ("name", "email", "country", "public", "consent")}
     if form.get("website"):  # the field people never see: answer as if counted
         record_outcome("rejected", "honeypot")
-        return result_page(statement, t, "counted", get_store().count(statement.id))
+        seems = "pending" if statement.confirms_email else "counted"
+        count = get_store().count(statement.id)
+        return result_page(statement, t, seems, count, email=str(body["email"]))
     if not form_token_ok(form.get("token", ""), statement.id):
         return render_statement_page(
             statement, t, status=400, values=values, message=t("err_expired")
@@ -394,19 +407,27 @@ def endorse_form(statement_id: str) -> Response:
         )
     except RedisError:
         return render_statement_page(statement, t, status=503, values=values, message=t("err_busy"))
-    return result_page(statement, t, result.status, result.count, result.receipt)
+    return result_page(statement, t, result.status, result.count, result.receipt, email=data.email)
 
 
 def result_page(
-    statement: Statement, t: Catalog, status: str, count: int, receipt: str | None = None
+    statement: Statement,
+    t: Catalog,
+    status: str,
+    count: int,
+    receipt: str | None = None,
+    email: str = "",
 ) -> Response:
-    """The no-JS form's answer: thanks, or "you had endorsed already"."""
+    """The no-JS form's answer: thanks, "you had endorsed already", or (email
+    confirmation) "check your inbox", with the address masked."""
     context = page_context(statement, t)
     context.update(count=count, count_text=t.number(count))
     context["count_label"] = t.plural("count", count)
     html = render_template(
         "pages/result.html",
         duplicate=status == "duplicate",
+        pending=status == "pending",
+        masked=mask(email),
         receipt=receipt_json(statement, receipt) if receipt else None,
         back=url_for("embed.statement_page", statement_id=statement.id, lang=t.lang),
         **context,

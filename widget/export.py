@@ -1,8 +1,10 @@
 """Exports of a statement's record: CSV and JSON Lines, streamed, with no personal secrets.
 
 Each row is time, display name, country, source, struck (and the entry id, so a struck
-row can be traced in the console). Emails, their HMACs and IP addresses never appear:
-``store.LogEntry`` does not carry them.
+row can be traced in the console), and ``confirmed_at``: for an endorsement its owner
+confirmed by email, the minute it was confirmed (which is when it counted, so its time
+too); empty for one counted without confirmation. Emails, their HMACs and IP addresses
+never appear: ``store.LogEntry`` does not carry them.
 """
 
 from __future__ import annotations
@@ -16,15 +18,27 @@ from typing import Any
 
 from .store import LogEntry
 
-FIELDS = ("id", "time", "name", "country", "source", "public", "struck", "struck_by", "struck_at")
+FIELDS = (
+    "id",
+    "time",
+    "name",
+    "country",
+    "source",
+    "public",
+    "struck",
+    "struck_by",
+    "struck_at",
+    "confirmed_at",
+)
 FORMATS = ("csv", "jsonl")
 
 
 def entry_row(entry: LogEntry) -> dict[str, Any]:
     struck = entry.struck or {}
+    time = datetime.fromtimestamp(entry.time_ms / 1000, UTC).isoformat(timespec="seconds")
     return {
         "id": entry.id,
-        "time": datetime.fromtimestamp(entry.time_ms / 1000, UTC).isoformat(timespec="seconds"),
+        "time": time,
         "name": entry.name,
         "country": entry.country,
         "source": entry.source,
@@ -32,6 +46,7 @@ def entry_row(entry: LogEntry) -> dict[str, Any]:
         "struck": bool(entry.struck),
         "struck_by": struck.get("by", ""),
         "struck_at": struck.get("at", ""),
+        "confirmed_at": time if entry.confirmed else "",
     }
 
 

@@ -24,7 +24,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
@@ -33,6 +33,7 @@ from .adminauth import bearer_authenticates
 from .errors import Problem
 
 if TYPE_CHECKING:
+    from .jobs import MailQueue
     from .statements import StatementRegistry
     from .store import Store
 
@@ -40,7 +41,8 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 ENDORSEMENTS = Counter(
     "undersign_endorsements_total",
-    "Endorsement attempts by outcome (counted, duplicate, rejected) and reason.",
+    "Endorsement attempts by outcome (counted, duplicate, pending: waiting for email "
+    "confirmation, rejected) and reason.",
     ["outcome", "reason"],
     registry=REGISTRY,
 )
@@ -113,7 +115,7 @@ def _observe(response: Response) -> Response:
         RATE_LIMITED.inc()
     if endpoint in ENDORSE_ENDPOINTS and request.method == "POST":
         outcome = g.get("undersign_outcome")
-        if outcome in ("counted", "duplicate"):
+        if outcome in ("counted", "duplicate", "pending"):
             ENDORSEMENTS.labels(outcome, "").inc()
         elif outcome == "rejected" or status >= 400:
             reason = g.get("undersign_reason") or REJECTION_REASONS.get(status, str(status))
@@ -156,6 +158,61 @@ def surge_family() -> GaugeMetricFamily | None:
     return family
 
 
+def mail_families() -> list[Metric]:
+    """The confirmation mail queue and pending endorsements, read from Redis at scrape time
+    (every worker and instance answers the same); none while Redis does not answer."""
+    mail: MailQueue = current_app.extensions["undersign.mail"]
+    store: Store = current_app.extensions["undersign.store"]
+    statements: StatementRegistry = current_app.extensions["undersign.statements"]
+    confirming = [s.id for s in statements if s.confirms_email]
+    try:
+        state = mail.state()
+        pending = store.confirmation_stats(confirming) if confirming else {}
+    except RedisError:
+        return []
+    families: list[Metric] = []
+    for name, help_text, value in (
+        (
+            "undersign_mail_queue_length",
+            "Confirmation mails waiting in the queue to be sent now.",
+            state["queued"],
+        ),
+        (
+            "undersign_mail_retrying",
+            "Confirmation mails whose last try failed, waiting for the next (with backoff, "
+            "for WIDGET_MAIL_RETRY_FOR in all).",
+            state["retrying"],
+        ),
+    ):
+        gauge = GaugeMetricFamily(name, help_text)
+        gauge.add_metric([], float(value))
+        families.append(gauge)
+    for name, help_text, value in (
+        ("undersign_mail_sent", "Confirmation mails the SMTP server took.", state["sent"]),
+        (
+            "undersign_mail_failures",
+            "Tries to send a confirmation mail that the SMTP server did not take.",
+            state["failures"],
+        ),
+        (
+            "undersign_mail_dropped",
+            "Confirmation mails given up (refused for good, or still failing after "
+            "WIDGET_MAIL_RETRY_FOR), their pending endorsements dropped.",
+            state["dropped"],
+        ),
+    ):
+        families.append(CounterMetricFamily(name, help_text, value=float(value)))
+    gauge = GaugeMetricFamily(
+        "undersign_pending_endorsements",
+        "Endorsements waiting for their owner to confirm them by email.",
+        labels=["statement"],
+    )
+    for statement_id, stats in pending.items():
+        gauge.add_metric([statement_id], float(stats["pending"]))
+    families.append(gauge)
+    return families
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     if not _authorized():
@@ -172,10 +229,11 @@ def metrics() -> Response:
     else:
         registry = REGISTRY
     body = generate_latest(registry)
-    surges = surge_family()
-    if surges is not None:
+    computed = [*filter(None, [surge_family()]), *mail_families()]
+    if computed:
         extra = CollectorRegistry()
-        extra.register(_Family(surges))
+        for family in computed:
+            extra.register(_Family(family))
         body += generate_latest(extra)
     response = Response(body, mimetype=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"

@@ -135,7 +135,11 @@ def openapi_document() -> dict[str, Any]:
                         "`errors.altcha`. A 429 names the tier that refused in `limit` "
                         "(`client`, `network`, `source` or `statement`) and says when to try "
                         "again in `Retry-After`. A retry after a lost answer is a duplicate "
-                        "(200), never a second count."
+                        "(200), never a second count. On a statement with email confirmation "
+                        "every valid endorsement answers 202 `pending` with the unchanged "
+                        "count, whether the address is new, pending or already confirmed: "
+                        "it counts once the owner of the address confirms through the link "
+                        "mailed to it."
                     ),
                     "parameters": [ID_PARAM],
                     "requestBody": {
@@ -149,6 +153,10 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "201": _json("EndorsementResult", "Counted"),
                         "200": _json("EndorsementResult", "Already endorsed: nothing changed"),
+                        "202": _json(
+                            "EndorsementResult",
+                            "Email confirmation: waiting for the owner of the address",
+                        ),
                         **{
                             code: PROBLEM
                             for code in (
@@ -595,7 +603,7 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["status", "count"],
                     "properties": {
-                        "status": {"enum": ["counted", "duplicate"]},
+                        "status": {"enum": ["counted", "duplicate", "pending"]},
                         "count": {"type": "integer"},
                         "receipt": {
                             "type": "object",

@@ -3,8 +3,8 @@
 With no ``WIDGET_REDIS_URL``, the service keeps its data in a real redis-server that it
 starts itself: AOF persistence (fsync every second) under ``WIDGET_DATA_DIR``, reached
 only through a unix socket that only this user may open. ``undersign serve`` starts it,
-runs gunicorn with the production settings from ``gunicorn_conf``, and shuts Redis down
-cleanly (flushing the AOF) on exit.
+runs gunicorn with the production settings from ``gunicorn_conf`` and one mail worker
+(``undersign worker``), and shuts Redis down cleanly (flushing the AOF) on exit.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -137,6 +138,52 @@ def ensure_embedded_redis(data_dir: str | Path) -> str:
     return embedded.url
 
 
+class MailWorkerProcess:
+    """``undersign worker`` beside gunicorn: started again if it ends by itself, stopped
+    (after the mail in hand) with the service."""
+
+    STOP_TIMEOUT = 15.0
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="mail-worker", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        command = [sys.executable, "-m", "widget", "worker"]
+        while True:
+            with self.lock:
+                if self.stopping.is_set():
+                    return
+                self.process = subprocess.Popen(command, env=self.env)
+            code = self.process.wait()
+            if self.stopping.wait(2.0):
+                return
+            print(f"Mail worker exited ({code}); starting it again.", file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping.set()
+            process = self.process
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+
+    def join(self) -> None:
+        self.thread.join(timeout=self.STOP_TIMEOUT)
+        process = self.process
+        if process is not None and process.poll() is None:
+            try:
+                process.wait(timeout=self.STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 def serve(host: str, port: int, workers: int | None) -> int:
     """Run gunicorn (settings from ``gunicorn_conf``) until it exits; return its status.
 
@@ -171,10 +218,14 @@ def serve(host: str, port: int, workers: int | None) -> int:
     command.append("widget:create_app()")
 
     child = subprocess.Popen(command, env=env)
+    worker = MailWorkerProcess(env)
+    worker.start()
 
     def forward(signum: int, _frame: object) -> None:
         if child.poll() is None:
             child.send_signal(signum)
+        if signum != signal.SIGHUP:  # gunicorn reloads on SIGHUP; the worker goes on
+            worker.stop()
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
@@ -183,6 +234,8 @@ def serve(host: str, port: int, workers: int | None) -> int:
     finally:
         if child.poll() is None:
             child.kill()
+        worker.stop()
+        worker.join()
         if embedded is not None and started_here:
             embedded.stop()
             print("Embedded Redis stopped; data kept.", file=sys.stderr, flush=True)

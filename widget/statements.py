@@ -13,6 +13,7 @@ front matter sits between two ``+++`` lines::
     excerpt = "..."                  # optional: defaults to the first paragraph
     author = "..."                   # optional: who the text belongs to
     block_disposable = false         # optional: refuse throwaway-mail addresses
+    confirm = "none"                 # optional: "email" counts only confirmed addresses
     +++
 
 Markdown is rendered with markdown-it (raw HTML disabled) and then sanitized with nh3,
@@ -26,7 +27,7 @@ import hashlib
 import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,9 @@ KNOWN_KEYS = {
     "excerpt",
     "author",
     "block_disposable",
+    "confirm",
 }
+CONFIRM_MODES = ("none", "email")
 TRANSLATABLE_KEYS = {"title", "excerpt", "lang"}
 MAX_EXCERPT = 600
 
@@ -89,6 +92,11 @@ class Statement:
     opens: datetime | None = None
     closes: datetime | None = None
     block_disposable: bool = False  # refuse addresses at throwaway-mail domains
+    confirm: str = "none"  # "email": an endorsement counts once its owner confirms by mail
+
+    @property
+    def confirms_email(self) -> bool:
+        return self.confirm == "email"
 
     @property
     def languages(self) -> list[str]:
@@ -177,15 +185,7 @@ def load_folder(folder: Path) -> list[Statement]:
                 f"not {sorted(extra)}"
             )
         text = _build_text(path, lang, meta.get("title", base.original.title), meta, body)
-        statements[stem] = Statement(
-            id=base.id,
-            goal=base.goal,
-            original_lang=base.original_lang,
-            texts={**base.texts, lang: text},
-            author=base.author,
-            opens=base.opens,
-            closes=base.closes,
-        )
+        statements[stem] = replace(base, texts={**base.texts, lang: text})
     return list(statements.values())
 
 
@@ -237,6 +237,9 @@ def _build_statement(path: Path, stem: str, meta: dict[str, Any], body: str) -> 
     block_disposable = meta.get("block_disposable", False)
     if not isinstance(block_disposable, bool):
         raise StatementError(f"{path}: 'block_disposable' must be true or false")
+    confirm = meta.get("confirm", "none")
+    if confirm not in CONFIRM_MODES:
+        raise StatementError(f'{path}: \'confirm\' must be "none" or "email"')
     return Statement(
         id=statement_id,
         goal=goal,
@@ -246,6 +249,7 @@ def _build_statement(path: Path, stem: str, meta: dict[str, Any], body: str) -> 
         opens=opens,
         closes=closes,
         block_disposable=block_disposable,
+        confirm=confirm,
     )
 
 

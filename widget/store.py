@@ -26,6 +26,15 @@ Cluster keeps them in one slot and a single Lua script can touch them all::
                                   yet restored
     us:{id}:bulk:<bulk id>:meta   hash  the bulk strike: by, at, reason, filters, upto,
                                   matched, struck, restored
+    us:{id}:cf:<token hash>       hash  a pending endorsement (statement with email
+                                  confirmation): email HMAC, name, country, source, public
+                                  flag, language, text hash; gone after WIDGET_CONFIRM_TTL
+    us:{id}:cft:<token hash>      string  what became of a confirmation token (see
+                                  CONFIRM_LUA), 30 days longer
+    us:{id}:cfi:<email HMAC>      hash  the address's pending token (t)
+    us:{id}:cfm:<email HMAC>      string  a confirmation mail went to it (10 minutes)
+    us:{id}:cfp                   zset  pending token hashes -> when they expire
+    us:{id}:cfs                   hash  asked, confirmed, dropped
 
 Keys of no one statement: ``us:salt:<YYYY-MM-DD>`` (the day's random salt for hashing
 client addresses, gone shortly after that day ends) and ``us:blocks`` (hash: block id ->
@@ -39,8 +48,9 @@ streams) and ``us:{streams}:procs`` (hash: process token -> alive-until, epoch s
 so the streams of a process that died stop counting once it misses its heartbeats.
 
 Stream entries hold ``h`` (email HMAC), ``n`` (display name), ``c`` (country or ""),
-``s`` (source origin or "direct") and ``p`` ("1" when the endorser chose to be shown).
-No raw email or IP address is ever passed to this module.
+``s`` (source origin or "direct") and ``p`` ("1" when the endorser chose to be shown),
+and ``k`` ("1") when its owner confirmed it by email. No raw email or IP address is ever
+passed to this module (the confirmation mail's queue is ``jobs``'s).
 """
 
 from __future__ import annotations
@@ -78,7 +88,7 @@ from .tlog.entries import (
 from .tlog.tree import HASH_SIZE, Span
 
 RedisClient = Redis | RedisCluster
-EndorseStatus = Literal["counted", "duplicate", "closed", "replay", "limited", "unready"]
+EndorseStatus = Literal["counted", "duplicate", "closed", "replay", "limited", "unready", "pending"]
 TIMELINE_BUCKETS: Mapping[str, int] = {"m": 60, "h": 3600, "d": 86400}
 ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 BULK_ID = re.compile(r"[0-9a-f]{12}")
@@ -86,6 +96,8 @@ ARRIVAL_MINUTE_TTL = 600  # seconds a minute bucket outlives its start (the wind
 ARRIVAL_HOUR_TTL = 26 * 3600  # seconds an hour bucket outlives its start (the baseline is 24 h)
 SURGE_CACHE_SECONDS = 5.0  # how long one process reuses a surge assessment
 BULK_BATCH = 500  # entries per atomic bulk strike or undo step
+MAIL_QUIET = 600  # seconds: at most one confirmation mail per address and statement
+TOKEN_AFTERLIFE = 30 * 86400  # seconds a used or expired token still answers what it was
 
 # Pieces of Lua shared by the scripts below (each script is one atomic step; Redis runs
 # no script inside another, so the shared parts are put together here).
@@ -134,70 +146,66 @@ local function fields_of(row, who)
 end
 """
 
-# One atomic step for an endorsement:
-#   refuse when closed, or while the statement's log is being prepared; refuse a
-#   proof-of-work solution used before (unless this is the same person again: a retry
-#   after a lost answer is a duplicate, not an error); check every rate-limit tier without
-#   consuming any; mark the solution used; dedup on the email HMAC (and the HMAC of the
-#   address as normalised before the current rule); append to the record under an id that
-#   carries only the minute, and to the transparency log; bump the count, breakdowns and
-#   timelines; consume every tier; publish the new count.
-# Rate-limit tiers use sliding-window counters on clock-aligned windows: a window's
-# counter and the one before it, weighted by how much of the window has passed. They hold
-# counts only, never the time of a request.
-ENDORSE_LUA = (
-    _TLOG
-    + """
-local count_key, seen, log = KEYS[1], KEYS[2], KEYS[3]
-local by_source, by_country = KEYS[4], KEYS[5]
-local tl_m, tl_h, tl_d, state, pow_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local tlog, commits, who, legacy_seen = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
-local hmac, legacy, record, private = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local country, source, public, channel = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local pow_ttl, now_ms, minute_ms = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local head, tail, commit = ARGV[12], ARGV[13], ARGV[14]
-local n_windows = tonumber(ARGV[15])
-local current = tonumber(redis.call('GET', count_key) or '0')
-local states = redis.call('HMGET', state, 'closed', 'tlog')
-if states[1] == '1' then return {'closed', current, '', 0} end
-if states[2] ~= 'ready' then
-  -- Only a record made before the log needs preparing; an empty one opens at once.
-  if redis.call('XLEN', log) > 0 then return {'unready', current, '', 0} end
-  redis.call('HSET', state, 'tlog', 'ready')
+# Refusals every endorsement meets first: the statement closed by an operator, or its log
+# still being prepared (only a record made before the log needs preparing; an empty one
+# opens at once). The reason, or nil.
+_GATE = """
+local function gate(state, log)
+  local states = redis.call('HMGET', state, 'closed', 'tlog')
+  if states[1] == '1' then return 'closed' end
+  if states[2] ~= 'ready' then
+    if redis.call('XLEN', log) > 0 then return 'unready' end
+    redis.call('HSET', state, 'tlog', 'ready')
+  end
+  return nil
 end
-local function prior()
+"""
+
+# Whether an email HMAC has endorsed already: the HMAC in its dedup bucket, or the HMAC
+# of the address as normalised before the current rule in the older hash of hex HMACs
+# (whose value is the entry id).
+_PRIOR = """
+local function prior(seen, hmac, legacy_seen, legacy)
   if redis.call('HEXISTS', seen, hmac) == 1 then return 'known' end
   if legacy ~= '' then return redis.call('HGET', legacy_seen, legacy) end
   return nil
 end
-if pow_ttl > 0 and redis.call('EXISTS', pow_key) == 1 then
-  local id = prior()
-  if id then return {'duplicate', current, id, 0} end
-  return {'replay', current, '', 0}
-end
-local windows = {}
-for w = 0, n_windows - 1 do
-  local a = 16 + w * 4
-  local amount, span = tonumber(ARGV[a]), tonumber(ARGV[a + 1]) * 1000
-  local index = math.floor(now_ms / span)
-  local cur, prev = KEYS[15 + w * 2], KEYS[16 + w * 2]
-  local c = tonumber(redis.call('GET', cur) or '0')
-  local p = tonumber(redis.call('GET', prev) or '0')
-  local elapsed = now_ms - index * span
-  -- The estimate of the last span's count: this window's, plus the previous window's
-  -- share of the span that is still inside it.
-  if p * (span - elapsed) / span + c + 1 > amount then
-    local wait
-    if c + 1 > amount then  -- until the next window has left enough of this one behind
-      wait = span - elapsed + span * math.max(0, 1 - (amount - 1) / c)
-    else
-      wait = span * (1 - (amount - c - 1) / p) - elapsed
+"""
+
+# Rate-limit tiers: sliding-window counters on clock-aligned windows, a window's counter
+# and the one before it, weighted by how much of the window has passed. They hold counts
+# only, never the time of a request. ``tier_windows`` checks every window without
+# consuming any (window w's keys are KEYS[key0 + 2w] and the one after, its arguments
+# ARGV[arg0 + 4w] to ARGV[arg0 + 4w + 3]: amount, seconds, tier name, whether a
+# duplicate uses it up); it answers the windows, or nil, the tier that refused and the
+# seconds to wait. ``consume`` counts one in every window (or in those a duplicate uses).
+_TIERS = """
+local function tier_windows(now_ms, n_windows, key0, arg0)
+  local windows = {}
+  for w = 0, n_windows - 1 do
+    local a = arg0 + w * 4
+    local amount, span = tonumber(ARGV[a]), tonumber(ARGV[a + 1]) * 1000
+    local index = math.floor(now_ms / span)
+    local cur, prev = KEYS[key0 + w * 2], KEYS[key0 + 1 + w * 2]
+    local c = tonumber(redis.call('GET', cur) or '0')
+    local p = tonumber(redis.call('GET', prev) or '0')
+    local elapsed = now_ms - index * span
+    -- The estimate of the last span's count: this window's, plus the previous window's
+    -- share of the span that is still inside it.
+    if p * (span - elapsed) / span + c + 1 > amount then
+      local wait
+      if c + 1 > amount then  -- until the next window has left enough of this one behind
+        wait = span - elapsed + span * math.max(0, 1 - (amount - 1) / c)
+      else
+        wait = span * (1 - (amount - c - 1) / p) - elapsed
+      end
+      return nil, ARGV[a + 2], math.max(1, math.ceil(wait / 1000))
     end
-    return {'limited', current, ARGV[a + 2], math.max(1, math.ceil(wait / 1000))}
+    windows[#windows + 1] = {cur, (index + 2) * span / 1000, ARGV[a + 3] == '1'}
   end
-  windows[#windows + 1] = {cur, (index + 2) * span / 1000, ARGV[a + 3] == '1'}
+  return windows
 end
-local function consume(all)
+local function consume(windows, all)
   for _, w in ipairs(windows) do
     if all or w[3] then
       redis.call('INCR', w[1])
@@ -205,40 +213,255 @@ local function consume(all)
     end
   end
 end
+"""
+
+# Counting one endorsement, once it is decided that it counts: append it to the record
+# under an id that carries only the minute (``k`` marks one its owner confirmed by email),
+# and to the transparency log; keep its receipt commitment, its email HMAC for dedup and
+# its private record; bump the count, breakdowns, timelines and the arrival buckets of
+# surge detection; publish the new count. ``k`` holds the key names, ``e`` the values.
+_RECORD = (
+    _TLOG
+    + """
+local function record(k, e)
+  local newest = redis.call('XREVRANGE', k.log, '+', '-', 'COUNT', 1)
+  local entry = e.minute_ms .. '-0'
+  if #newest > 0 then
+    local ms, seq = string.match(newest[1][1], '^(%d+)-(%d+)$')
+    if tonumber(ms) >= e.minute_ms then entry = ms .. '-' .. (tonumber(seq) + 1) end
+  end
+  local i = redis.call('LLEN', k.tlog)
+  local fields = {'s', e.source, 'p', e.public, 'i', i, 'r', e.record}
+  if e.confirmed then
+    fields[#fields + 1] = 'k'
+    fields[#fields + 1] = '1'
+  end
+  local id = redis.call('XADD', k.log, entry, unpack(fields))
+  append(k.tlog, e.head, e.tail)
+  redis.call('HSET', k.commits, e.commit, i .. ' ' .. id)
+  redis.call('HSET', k.seen, e.hmac, '1')
+  redis.call('HSET', k.who, e.record, e.private)
+  local count = redis.call('INCR', k.count)
+  redis.call('HINCRBY', k.by_source, e.source, 1)
+  if e.country ~= '' then redis.call('HINCRBY', k.by_country, e.country, 1) end
+  local sec = math.floor(tonumber(string.match(id, '^(%d+)-')) / 1000)
+  redis.call('HINCRBY', k.tl_m, sec - sec % 60, 1)
+  redis.call('HINCRBY', k.tl_h, sec - sec % 3600, 1)
+  redis.call('HINCRBY', k.tl_d, sec - sec % 86400, 1)
+  -- Arrivals per source for surge detection: a minute and an hour bucket.
+  for j = 1, 2 do
+    redis.call('HINCRBY', k.arrivals[j], e.source, 1)
+    redis.call('EXPIREAT', k.arrivals[j], e.arrivals_until[j])
+  end
+  redis.call('PUBLISH', e.channel, count)
+  return count, id
+end
+"""
+)
+
+# One atomic step for an endorsement:
+#   refuse when closed, or while the statement's log is being prepared; refuse a
+#   proof-of-work solution used before (unless this is the same person again: a retry
+#   after a lost answer is a duplicate, not an error); check every rate-limit tier without
+#   consuming any; mark the solution used; dedup on the email HMAC (and the HMAC of the
+#   address as normalised before the current rule); record it (see _RECORD); consume
+#   every tier (a duplicate: the address tiers only).
+ENDORSE_LUA = (
+    _GATE
+    + _PRIOR
+    + _TIERS
+    + _RECORD
+    + """
+local count_key, seen, log = KEYS[1], KEYS[2], KEYS[3]
+local by_source, by_country = KEYS[4], KEYS[5]
+local tl_m, tl_h, tl_d, state, pow_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local tlog, commits, who, legacy_seen = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local hmac, legacy, record_id, private = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local country, source, public, channel = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local pow_ttl, now_ms, minute_ms = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local head, tail, commit = ARGV[12], ARGV[13], ARGV[14]
+local n_windows = tonumber(ARGV[15])
+local current = tonumber(redis.call('GET', count_key) or '0')
+local refused = gate(state, log)
+if refused then return {refused, current, '', 0} end
+if pow_ttl > 0 and redis.call('EXISTS', pow_key) == 1 then
+  local id = prior(seen, hmac, legacy_seen, legacy)
+  if id then return {'duplicate', current, id, 0} end
+  return {'replay', current, '', 0}
+end
+local windows, tier, wait = tier_windows(now_ms, n_windows, 15, 16)
+if not windows then return {'limited', current, tier, wait} end
 if pow_ttl > 0 then redis.call('SET', pow_key, '1', 'EX', pow_ttl) end
-local id = prior()
+local id = prior(seen, hmac, legacy_seen, legacy)
 if id then
-  consume(false)
+  consume(windows, false)
   return {'duplicate', current, id, 0}
 end
-local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
-local entry = minute_ms .. '-0'
-if #newest > 0 then
-  local ms, seq = string.match(newest[1][1], '^(%d+)-(%d+)$')
-  if tonumber(ms) >= minute_ms then entry = ms .. '-' .. (tonumber(seq) + 1) end
-end
-local i = redis.call('LLEN', tlog)
-id = redis.call('XADD', log, entry, 's', source, 'p', public, 'i', i, 'r', record)
-append(tlog, head, tail)
-redis.call('HSET', commits, commit, i .. ' ' .. id)
-redis.call('HSET', seen, hmac, '1')
-redis.call('HSET', who, record, private)
-local count = redis.call('INCR', count_key)
-redis.call('HINCRBY', by_source, source, 1)
-if country ~= '' then redis.call('HINCRBY', by_country, country, 1) end
-local sec = math.floor(tonumber(string.match(id, '^(%d+)-')) / 1000)
-redis.call('HINCRBY', tl_m, sec - sec % 60, 1)
-redis.call('HINCRBY', tl_h, sec - sec % 3600, 1)
-redis.call('HINCRBY', tl_d, sec - sec % 86400, 1)
--- Arrivals per source for surge detection: a minute and an hour bucket, last in KEYS.
+consume(windows, true)
+-- The arrival buckets are last in KEYS, their expiry times last in ARGV.
 local arrivals = 15 + n_windows * 2
-for j = 0, 1 do
-  redis.call('HINCRBY', KEYS[arrivals + j], source, 1)
-  redis.call('EXPIREAT', KEYS[arrivals + j], ARGV[16 + n_windows * 4 + j])
-end
-consume(true)
-redis.call('PUBLISH', channel, count)
+local count
+count, id = record(
+  {count = count_key, seen = seen, log = log, by_source = by_source,
+   by_country = by_country, tl_m = tl_m, tl_h = tl_h, tl_d = tl_d, tlog = tlog,
+   commits = commits, who = who, arrivals = {KEYS[arrivals], KEYS[arrivals + 1]}},
+  {hmac = hmac, record = record_id, private = private, country = country,
+   source = source, public = public, channel = channel, minute_ms = minute_ms,
+   head = head, tail = tail, commit = commit,
+   arrivals_until = {ARGV[16 + n_windows * 4], ARGV[17 + n_windows * 4]}})
 return {'counted', count, id, 0}
+"""
+)
+
+# Email confirmation (a statement with ``confirm = "email"``). Keys of its own, all in the
+# statement's slot: ``cf:<token hash>`` the pending endorsement (a hash, gone after the
+# confirmation TTL), ``cft:<token hash>`` what became of that token (``p`` issued, ``u``
+# used, ``d`` used by an address that had endorsed meanwhile, ``s`` replaced by a newer
+# email, ``x`` dropped when its mail could not be sent; then ``:`` and the endorser's
+# language), kept a while longer so that a late click gets a clear answer;
+# ``cfi:<email HMAC>`` the live pending token of an address, ``cfm:<email HMAC>`` set for
+# 10 minutes after a mail to it was queued; ``cfp`` (sorted set: token hash -> expiry) the
+# pending ones, ``cfs`` counters (asked, confirmed, dropped).
+#
+# Re-marks a token's state, keeping the language after it.
+_MARK = """
+local function mark(key, state)
+  local v = redis.call('GET', key)
+  if v then redis.call('SET', key, state .. string.sub(v, 2), 'KEEPTTL') end
+end
+"""
+
+# One atomic step for an endorsement of a confirming statement, through the same gate,
+# proof-of-work and tier checks as ENDORSE_LUA (a retry with a solution this address used
+# is answered again, quietly; every tier is consumed whatever the address, so the quotas
+# say nothing about it either). Then: the address has endorsed -> an "already endorsed"
+# mail, unless one went out in the last 10 minutes; it has a pending endorsement -> a
+# new link replaces the old (unless mailed in the last 10 minutes); else a new pending
+# endorsement and a link. ``retry`` when the address's pending token is not the one read
+# before the script (its record's key must be named up front): read again and retry.
+PENDING_LUA = (
+    _GATE
+    + _PRIOR
+    + _TIERS
+    + _MARK
+    + """
+local count_key, log, state, pow_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local seen, legacy_seen, index, throttle = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local new_rec, new_tok, old_rec, old_tok = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local pending, stats = KEYS[13], KEYS[14]
+local hmac, legacy, expected, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local pow_ttl, now_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
+local ttl, tomb_ttl, quiet = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local lang = ARGV[10]
+local n_windows = tonumber(ARGV[16])
+local current = tonumber(redis.call('GET', count_key) or '0')
+local refused = gate(state, log)
+if refused then return {refused, current, '', 0} end
+if pow_ttl > 0 then
+  local used = redis.call('GET', pow_key)
+  if used then
+    if used == hmac then return {'pending', current, 'none', 0} end
+    return {'replay', current, '', 0}
+  end
+end
+local windows, tier, wait = tier_windows(now_ms, n_windows, 15, 17)
+if not windows then return {'limited', current, tier, wait} end
+local live = redis.call('HGET', index, 't')
+if (live or '') ~= expected then return {'retry', current, '', 0} end
+if pow_ttl > 0 then redis.call('SET', pow_key, hmac, 'EX', pow_ttl) end
+consume(windows, true)
+local now_s = math.floor(now_ms / 1000)
+redis.call('ZREMRANGEBYSCORE', pending, '-inf', now_s)
+local function ask()
+  redis.call('HSET', new_rec, 'h', hmac, 'g', legacy, 'l', lang, 'n', ARGV[11],
+    'c', ARGV[12], 's', ARGV[13], 'p', ARGV[14], 'v', ARGV[15])
+  redis.call('EXPIRE', new_rec, ttl)
+  redis.call('SET', new_tok, 'p:' .. lang, 'EX', tomb_ttl)
+  redis.call('HSET', index, 't', token)
+  redis.call('EXPIRE', index, ttl)
+  redis.call('ZADD', pending, now_s + ttl, token)
+end
+if prior(seen, hmac, legacy_seen, legacy) then
+  if redis.call('SET', throttle, '1', 'NX', 'EX', quiet) then
+    return {'pending', current, 'already', 0}
+  end
+  return {'pending', current, 'none', 0}
+end
+if live and redis.call('EXISTS', old_rec) == 1 then
+  if not redis.call('SET', throttle, '1', 'NX', 'EX', quiet) then
+    return {'pending', current, 'none', 0}
+  end
+  redis.call('DEL', old_rec)
+  mark(old_tok, 's')
+  redis.call('ZREM', pending, live)
+  ask()
+  return {'pending', current, 'link', 0}
+end
+redis.call('SET', throttle, '1', 'EX', quiet)
+ask()
+redis.call('HINCRBY', stats, 'asked', 1)
+return {'pending', current, 'link', 0}
+"""
+)
+
+# The owner of the inbox confirms: one atomic step that uses the token up and counts the
+# endorsement exactly as ENDORSE_LUA counts one (the shared _RECORD, at the minute of the
+# confirmation), unless the address has endorsed meanwhile. A token no longer pending
+# answers what became of it (``gone`` and its state), or ``unknown``. The same gate as
+# every endorsement first: closed or unready keeps the token for later.
+CONFIRM_LUA = (
+    _GATE
+    + _PRIOR
+    + _MARK
+    + _RECORD
+    + """
+local count_key, log, state, seen = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local legacy_seen, pend, tok, index = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local pending, stats = KEYS[9], KEYS[10]
+local hmac, token, record_id, private = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local current = tonumber(redis.call('GET', count_key) or '0')
+local refused = gate(state, log)
+if refused then return {refused, current, ''} end
+local rec = redis.call('HMGET', pend, 'h', 'g', 'c', 's', 'p')
+if not rec[1] then
+  local was = redis.call('GET', tok)
+  if not was then return {'unknown', current, ''} end
+  return {'gone', current, was}
+end
+if rec[1] ~= hmac then return {'retry', current, ''} end
+redis.call('DEL', pend)
+redis.call('ZREM', pending, token)
+if redis.call('HGET', index, 't') == token then redis.call('DEL', index) end
+if prior(seen, hmac, legacy_seen, rec[2] or '') then
+  mark(tok, 'd')
+  return {'duplicate', current, ''}
+end
+mark(tok, 'u')
+local count, id = record(
+  {count = count_key, seen = seen, log = log, by_source = KEYS[11],
+   by_country = KEYS[12], tl_m = KEYS[13], tl_h = KEYS[14], tl_d = KEYS[15],
+   tlog = KEYS[16], commits = KEYS[17], who = KEYS[18], arrivals = {KEYS[19], KEYS[20]}},
+  {hmac = hmac, record = record_id, private = private, country = rec[3] or '',
+   source = rec[4] or 'direct', public = rec[5] or '0', channel = ARGV[5],
+   minute_ms = tonumber(ARGV[6]), head = ARGV[7], tail = ARGV[8], commit = ARGV[9],
+   arrivals_until = {ARGV[10], ARGV[11]}, confirmed = true})
+redis.call('HINCRBY', stats, 'confirmed', 1)
+return {'counted', count, id}
+"""
+)
+
+# A pending endorsement whose mail could not be sent: dropped (its token answers that
+# it is gone), unless it was confirmed or replaced meanwhile. 1 when it was dropped.
+DROP_PENDING_LUA = (
+    _MARK
+    + """
+local pend, tok, index, pending, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('DEL', pend) == 0 then return 0 end
+mark(tok, 'x')
+if redis.call('HGET', index, 't') == ARGV[1] then redis.call('DEL', index) end
+redis.call('ZREM', pending, ARGV[1])
+redis.call('HINCRBY', stats, 'dropped', 1)
+return 1
 """
 )
 
@@ -554,6 +777,77 @@ class NotDurable(RuntimeError):
         self.confirmed = confirmed
 
 
+@dataclass(frozen=True)
+class PendingEndorsement:
+    """An endorsement waiting for its owner to confirm it by email: what ``Endorsement``
+    holds (the log line is made when it is confirmed, at that minute), the endorser's
+    language (for the mail and the pages) and the hex SHA-256 of the text they were shown."""
+
+    email_hmac: str
+    name: str
+    country: str = ""
+    source: str = "direct"
+    public: bool = False
+    lang: str = "en"
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class PendingResult:
+    """``pending`` with the mail to send: ``link`` (a new confirmation link), ``already``
+    (the address has endorsed) or ``none`` (one went out in the last 10 minutes); or a
+    refusal as ``EndorseResult`` has them (``closed``, ``unready``, ``replay``,
+    ``limited`` with its tier and wait)."""
+
+    status: EndorseStatus
+    count: int
+    mail: str = ""
+    tier: str = ""
+    retry_after: int = 0
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """A pending endorsement as kept under its token's hash (no email, only its HMAC)."""
+
+    statement_id: str
+    email_hmac: bytes
+    name: str
+    country: str
+    source: str
+    public: bool
+    lang: str
+    text: str
+
+
+@dataclass(frozen=True)
+class TokenLookup:
+    """What a confirmation token points at: its pending endorsement, or what became of it
+    (``used``, ``replaced``, ``expired``; ``unknown`` when no statement knows it), with the
+    statement and language when known."""
+
+    state: str
+    statement_id: str = ""
+    lang: str = ""
+    record: PendingRecord | None = None
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    """``counted`` (with its log entry), ``duplicate`` (the address had endorsed
+    meanwhile; the token is used up), ``gone`` (with what became of the token),
+    ``unknown``, ``closed`` or ``unready`` (the token is kept)."""
+
+    status: str
+    count: int
+    entry_id: str = ""
+    gone: str = ""
+
+
+# What a token's state letter says (see CONFIRM_LUA): used, replaced or expired.
+TOKEN_STATES = {"u": "used", "d": "used", "s": "replaced", "x": "expired", "p": "expired"}
+
+
 class LogNotReady(RuntimeError):
     """The statement's transparency log is still being prepared (an upgrade seals the
     endorsements made before it first); nothing was written. Try again in a moment."""
@@ -581,6 +875,7 @@ class LogEntry:
     public: bool
     struck: Mapping[str, Any] | None = None
     index: int | None = None  # in the transparency log (older entries: see legacy_i)
+    confirmed: bool = False  # its owner confirmed it by email (it counted then)
 
 
 @dataclass(frozen=True)
@@ -1046,20 +1341,12 @@ class Store:
             tail,
             _commit_field(commit),
         ]
-        windows = [(tier, window) for tier in guard.tiers for window in tier.windows]
-        # Windows follow this host's clock, which names their keys (Redis Cluster wants
-        # every key named up front); hosts a little apart only shift a boundary a little.
-        args.append(len(windows))
-        for tier, window in windows:
-            index = now_ms // (window.seconds * 1000)
-            base = f"rl:{tier.name}:{tier.subject}:{window.seconds}"
-            keys.append(self.key(statement_id, f"{base}:{index}"))
-            keys.append(self.key(statement_id, f"{base}:{index - 1}"))
-            args += [window.amount, window.seconds, tier.name, "1" if tier.on_duplicate else "0"]
-        # The arrival buckets surge detection reads (see ``surge``), by this host's clock.
-        minute, hour = int(now // 60) * 60, int(now // 3600) * 3600
-        keys += [self.key(statement_id, f"src:m:{minute}"), self.key(statement_id, f"src:h:{hour}")]
-        args += [minute + ARRIVAL_MINUTE_TTL, hour + ARRIVAL_HOUR_TTL]
+        tier_keys, tier_args = self._tier_windows(statement_id, guard, now_ms)
+        keys += tier_keys
+        args += tier_args
+        arrival_keys, arrival_args = self._arrivals(statement_id, now)
+        keys += arrival_keys
+        args += arrival_args
         found = self._durable(self._endorse, keys, args, {"counted", "duplicate"})
         status, count, detail, retry_after = found
         status = _text(status)
@@ -1071,6 +1358,30 @@ class Store:
             retry_after=int(retry_after),
         )
 
+    def _tier_windows(
+        self, statement_id: str, guard: Guard, now_ms: int
+    ) -> tuple[list[str], list[str | int | bytes]]:
+        """The keys and arguments of every tier window (see ``_TIERS``), the count first."""
+        windows = [(tier, window) for tier in guard.tiers for window in tier.windows]
+        # Windows follow this host's clock, which names their keys (Redis Cluster wants
+        # every key named up front); hosts a little apart only shift a boundary a little.
+        keys: list[str] = []
+        args: list[str | int | bytes] = [len(windows)]
+        for tier, window in windows:
+            index = now_ms // (window.seconds * 1000)
+            base = f"rl:{tier.name}:{tier.subject}:{window.seconds}"
+            keys.append(self.key(statement_id, f"{base}:{index}"))
+            keys.append(self.key(statement_id, f"{base}:{index - 1}"))
+            args += [window.amount, window.seconds, tier.name, "1" if tier.on_duplicate else "0"]
+        return keys, args
+
+    def _arrivals(self, statement_id: str, now: float) -> tuple[list[str], list[str | int | bytes]]:
+        """The arrival buckets surge detection reads (see ``surge``), by this host's clock,
+        and when each expires."""
+        minute, hour = int(now // 60) * 60, int(now // 3600) * 3600
+        keys = [self.key(statement_id, f"src:m:{minute}"), self.key(statement_id, f"src:h:{hour}")]
+        return keys, [minute + ARRIVAL_MINUTE_TTL, hour + ARRIVAL_HOUR_TTL]
+
     # Where an endorsement's pieces live. The buckets keep each hash small, which Redis
     # stores compactly (a listpack), and a key name is known before the script runs.
     def _seen_key(self, statement_id: str, hmac: bytes) -> str:
@@ -1081,6 +1392,217 @@ class Store:
 
     def _commit_key(self, statement_id: str, commit: str) -> str:
         return self.key(statement_id, f"rc:{_bucket(bytes.fromhex(commit))}")
+
+    # -- email confirmation (see PENDING_LUA, CONFIRM_LUA) ------------------------------
+    def _pending_key(self, statement_id: str, token_hash: str) -> str:
+        return self.key(statement_id, f"cf:{token_hash}")
+
+    def _token_key(self, statement_id: str, token_hash: str) -> str:
+        return self.key(statement_id, f"cft:{token_hash}")
+
+    def _address_key(self, statement_id: str, kind: str, hmac: bytes) -> str:
+        return self.key(statement_id, f"{kind}:{hmac.hex()}")
+
+    def ask_confirmation(
+        self,
+        statement_id: str,
+        pending: PendingEndorsement,
+        guard: Guard,
+        token_hash: str,
+        ttl: int,
+    ) -> PendingResult:
+        """Hold an endorsement of a confirming statement until its owner confirms (one
+        atomic step, see ``PENDING_LUA``): a new link under ``token_hash`` (the hex SHA-256
+        of the token that goes by mail), an "already endorsed" mail, or none."""
+        hmac = _hmac_bytes(pending.email_hmac)
+        legacy = guard.legacy_hmac if guard.legacy_hmac != pending.email_hmac else ""
+        index = self._address_key(statement_id, "cfi", hmac)
+        new_rec = self._pending_key(statement_id, token_hash)
+        new_tok = self._token_key(statement_id, token_hash)
+        for _ in range(8):
+            # The address's live token names its record's key, which the script needs up
+            # front; the script checks it is still the same, or answers retry.
+            live: Any = self.redis.hget(index, "t")
+            expected = _text(live) if live is not None else ""
+            now = time.time()
+            now_ms = int(now * 1000)
+            keys = [
+                self.key(statement_id, "count"),
+                self.key(statement_id, "log"),
+                self.key(statement_id, "state"),
+                self.key(statement_id, f"pow:{guard.pow_nonce}"),
+                self._seen_key(statement_id, hmac),
+                self.key(statement_id, "seen"),
+                index,
+                self._address_key(statement_id, "cfm", hmac),
+                new_rec,
+                new_tok,
+                self._pending_key(statement_id, expected) if expected else new_rec,
+                self._token_key(statement_id, expected) if expected else new_tok,
+                self.key(statement_id, "cfp"),
+                self.key(statement_id, "cfs"),
+            ]
+            args: list[str | int | bytes] = [
+                hmac,
+                legacy,
+                expected,
+                token_hash,
+                guard.pow_ttl if guard.pow_nonce else 0,
+                now_ms,
+                ttl,
+                ttl + TOKEN_AFTERLIFE,
+                MAIL_QUIET,
+                pending.lang,
+                pending.name,
+                pending.country,
+                pending.source,
+                "1" if pending.public else "0",
+                pending.text,
+            ]
+            tier_keys, tier_args = self._tier_windows(statement_id, guard, now_ms)
+            script = self._script("pending", PENDING_LUA)
+            status, count, detail, retry_after = self._durable(
+                script, keys + tier_keys, args + tier_args, {"pending"}
+            )
+            if _text(status) != "retry":
+                break
+        else:  # pragma: no cover - only an address endorsed in a tight loop gets here
+            raise RuntimeError("the address's pending endorsement kept changing")
+        status = _text(status)
+        return PendingResult(
+            status=status,  # type: ignore[arg-type]
+            count=int(count),
+            mail=_text(detail) if status == "pending" else "",
+            tier=_text(detail) if status == "limited" else "",
+            retry_after=int(retry_after),
+        )
+
+    def allow_mail_again(self, statement_id: str, email_hmac: str) -> None:
+        """Forget that a mail went to this address (its job could not be queued), so that
+        the next endorsement mails at once."""
+        hmac = _hmac_bytes(email_hmac)
+        self.redis.delete(self._address_key(statement_id, "cfm", hmac))
+
+    def lookup_token(self, statement_ids: Iterable[str], token_hash: str) -> TokenLookup:
+        """What a confirmation token points at, in whichever statement knows it (one round
+        trip; reads only)."""
+        ids = list(statement_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hgetall(self._pending_key(sid, token_hash))
+            pipe.get(self._token_key(sid, token_hash))
+        found = pipe.execute()
+        for n, sid in enumerate(ids):
+            fields, state = found[2 * n], found[2 * n + 1]
+            if fields:
+                record = _pending_record(sid, fields)
+                return TokenLookup("pending", sid, record.lang, record)
+            if state is not None:
+                letter, _, lang = _text(state).partition(":")
+                return TokenLookup(TOKEN_STATES.get(letter, "expired"), sid, lang)
+        return TokenLookup("unknown")
+
+    def confirm(
+        self,
+        statement_id: str,
+        token_hash: str,
+        record: PendingRecord,
+        entry: Template,
+        commit: str,
+    ) -> ConfirmResult:
+        """The owner of the inbox confirms the endorsement ``record`` (as ``lookup_token``
+        read it), with its log line ``entry`` and receipt commitment ``commit``: counted as
+        ``endorse`` counts, in one atomic step that uses the token up (see CONFIRM_LUA)."""
+        hmac = record.email_hmac
+        record_id = secrets.token_bytes(8)
+        now = time.time()
+        keys = [
+            self.key(statement_id, "count"),
+            self.key(statement_id, "log"),
+            self.key(statement_id, "state"),
+            self._seen_key(statement_id, hmac),
+            self.key(statement_id, "seen"),
+            self._pending_key(statement_id, token_hash),
+            self._token_key(statement_id, token_hash),
+            self._address_key(statement_id, "cfi", hmac),
+            self.key(statement_id, "cfp"),
+            self.key(statement_id, "cfs"),
+        ]
+        keys += [
+            self.key(statement_id, name)
+            for name in ("by_source", "by_country", "tl:m", "tl:h", "tl:d", "tlog")
+        ]
+        keys += [self._commit_key(statement_id, commit), self._who_key(statement_id, record_id)]
+        arrival_keys, arrival_args = self._arrivals(statement_id, now)
+        head, tail = entry.pieces
+        args: list[str | int | bytes] = [
+            hmac,
+            token_hash,
+            record_id,
+            _private(hmac, record.country, record.name),
+            self.channel(statement_id),
+            int(now // 60) * 60_000,
+            head,
+            tail,
+            _commit_field(commit),
+            *arrival_args,
+        ]
+        script = self._script("confirm", CONFIRM_LUA)
+        found = self._durable(script, keys + arrival_keys, args, {"counted"})
+        status, count, detail = found
+        status = _text(status)
+        gone = ""
+        if status == "gone":
+            gone = TOKEN_STATES.get(_text(detail).partition(":")[0], "expired")
+        return ConfirmResult(
+            status=status,
+            count=int(count),
+            entry_id=_text(detail) if status == "counted" else "",
+            gone=gone,
+        )
+
+    def pending_alive(self, statement_id: str, token_hash: str) -> bool:
+        """Whether the pending endorsement under this token still waits for its owner."""
+        return bool(self.redis.exists(self._pending_key(statement_id, token_hash)))
+
+    def drop_pending(self, statement_id: str, token_hash: str) -> bool:
+        """Drop a pending endorsement whose mail could not be sent (see DROP_PENDING_LUA);
+        True if it was still pending."""
+        fields: Any = self.redis.hmget(self._pending_key(statement_id, token_hash), "h")
+        hmac = fields[0] if fields and isinstance(fields[0], bytes) else b""
+        keys = [
+            self._pending_key(statement_id, token_hash),
+            self._token_key(statement_id, token_hash),
+            self._address_key(statement_id, "cfi", hmac),
+            self.key(statement_id, "cfp"),
+            self.key(statement_id, "cfs"),
+        ]
+        script = self._script("drop_pending", DROP_PENDING_LUA)
+        return bool(script(keys=keys, args=[token_hash]))
+
+    def confirmation_stats(
+        self, statement_ids: Iterable[str], now: float | None = None
+    ) -> dict[str, dict[str, int]]:
+        """Per statement: ``pending`` (waiting for their owner now), and since the start
+        ``asked`` (addresses sent a first link), ``confirmed`` (of those) and ``dropped``
+        (their mail could not be sent). One round trip."""
+        ids = list(statement_ids)
+        at = int(time.time() if now is None else now)
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in ids:
+            pipe.zcount(self.key(sid, "cfp"), f"({at}", "+inf")
+            pipe.hmget(self.key(sid, "cfs"), "asked", "confirmed", "dropped")
+        found = pipe.execute()
+        stats: dict[str, dict[str, int]] = {}
+        for n, sid in enumerate(ids):
+            asked, confirmed, dropped = (int(v or 0) for v in found[2 * n + 1])
+            stats[sid] = {
+                "pending": int(found[2 * n]),
+                "asked": asked,
+                "confirmed": confirmed,
+                "dropped": dropped,
+            }
+        return stats
 
     def use_form_token(self, statement_id: str, token: str, lifetime: int) -> bool:
         """Spend a no-JS form token: True the first time, False ever after (until it
@@ -1445,6 +1967,26 @@ def _private(hmac: bytes, country: str, name: str) -> bytes:
     return hmac + (country or "  ").encode()[:2].ljust(2) + name.encode()
 
 
+def _pending_record(statement_id: str, fields: Mapping[Any, Any]) -> PendingRecord:
+    f = {_text(k): v for k, v in fields.items()}
+
+    def text(name: str) -> str:
+        value = f.get(name, b"")
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    raw = f.get("h", b"")
+    return PendingRecord(
+        statement_id=statement_id,
+        email_hmac=raw if isinstance(raw, bytes) else str(raw).encode(),
+        name=text("n"),
+        country=text("c"),
+        source=text("s") or "direct",
+        public=text("p") == "1",
+        lang=text("l") or "en",
+        text=text("v"),
+    )
+
+
 def _minute(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(epoch))
 
@@ -1466,6 +2008,7 @@ def _entry(entry_id: Any, fields: Mapping[Any, Any], private: bytes | None = Non
         source=_text(f.get("s", b"direct")),
         public=_text(f.get("p", b"")) == "1",
         index=int(f["i"]) if "i" in f else None,
+        confirmed=_text(f.get("k", b"")) == "1",
     )
 
 

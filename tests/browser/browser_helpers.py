@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import requests
+from checks import altcha_for
 from conftest import STATEMENT
 from playwright.sync_api import Frame, Page
 from servers import Gunicorn
@@ -35,6 +36,7 @@ def api_count(service: Gunicorn) -> int:
 
 def endorse_via_api(service: Gunicorn, **body: Any) -> dict[str, Any]:
     body.setdefault("consent", True)
+    body.setdefault("altcha", altcha_for(service.url))
     response = requests.post(
         f"{service.url}/api/v1/statements/{STATEMENT}/endorsements", json=body, timeout=5
     )

@@ -107,7 +107,13 @@ def host_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostSite]:
 @pytest.fixture(scope="session")
 def service(redis_server: Any, host_site: HostSite, tmp_path_factory: pytest.TempPathFactory):
     """The real service under gunicorn (2 workers), allowing the allied host origin."""
-    env = gunicorn_env(redis_server, WIDGET_ALLOWED_ORIGINS=host_site.origin)
+    # As visitors meet it: the proof of work on (at a low cost, so tests stay quick).
+    env = gunicorn_env(
+        redis_server,
+        WIDGET_ALLOWED_ORIGINS=host_site.origin,
+        WIDGET_POW="on",
+        WIDGET_POW_COST="500",
+    )
     server = Gunicorn(env, workers=2, folder=tmp_path_factory.mktemp("gunicorn"))
     server.start()
     host_site.service = server.url
