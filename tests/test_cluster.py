@@ -375,3 +375,26 @@ def test_sessions_revoke_all_on_a_cluster(clean: Any, cluster: LocalCluster) -> 
     assert result.exit_code == 0, result.output
     assert "30" in result.output
     assert not clean.keys("us:admin:session:*", target_nodes=clean.PRIMARIES)
+
+
+def test_the_mail_queue_lives_in_one_slot_and_the_worker_finds_its_master(
+    clean: Any, cluster: LocalCluster
+) -> None:
+    """RQ's keys all carry {mail}: the app queues a job through the cluster client, and a
+    worker given any node (here one that does not serve the queue's slot) connects to the
+    master that does, and sees the job."""
+    from rq import Queue
+
+    from widget.db import make_client
+    from widget.jobs import QUEUE_NAME, MailQueue, worker_connection
+
+    slot = int(clean.keyslot("rq:{mail}:queue"))
+    owner = cluster.master_of_slot(slot)
+    elsewhere = next(port for port in cluster.masters() if port != owner)
+    mail = MailQueue(make_client(cluster.url, cluster=True), SECRET, retry_for=60)
+    mail.enqueue(STATEMENT, "none", lang="en")
+    connection = worker_connection(f"redis://127.0.0.1:{elsewhere}", cluster=True)
+    assert connection.connection_pool.connection_kwargs["port"] == owner
+    assert Queue(QUEUE_NAME, connection=connection).count == 1
+    keys = [k.decode() for k in clean.keys("rq:*", target_nodes=clean.PRIMARIES)]
+    assert keys and all("{mail}" in k and int(clean.keyslot(k)) == slot for k in keys)

@@ -59,7 +59,8 @@ def worker_command(ctx: click.Context, burst: bool, check: bool) -> None:
             os.environ.get("WIDGET_REDIS_URL")
             or EmbeddedRedis(os.environ.get("WIDGET_DATA_DIR", "./var")).url
         )
-        raise SystemExit(0 if alive_here(worker_connection(url)) else 1)
+        cluster = os.environ.get("WIDGET_REDIS_CLUSTER", "").lower() in ("1", "true", "yes", "on")
+        raise SystemExit(0 if alive_here(worker_connection(url, cluster)) else 1)
     from .jobs import Mailer, work
     from .mail import SmtpTarget
 
@@ -82,7 +83,8 @@ def worker_command(ctx: click.Context, burst: bool, check: bool) -> None:
     )
     if not smtp:
         click.echo("No WIDGET_SMTP_URL: no statement confirms by email; waiting anyway.")
-    work(worker_connection(app.config["REDIS_URL"]), mailer, burst=burst)
+    url, cluster = app.config["REDIS_URL"], app.config["REDIS_CLUSTER"]
+    work(lambda: worker_connection(url, cluster), mailer, burst=burst)
 
 
 @click.command("statements")
