@@ -62,7 +62,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
+from typing import Any
 
 from common import free_port, redis_server, wait_until
 
@@ -403,7 +405,14 @@ def main() -> int:
         default=1,
         help="repeat the three phases; the ratios use each phase's best (for a busy machine)",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also on a local Redis Cluster (3+3 nodes) with 2 app instances; ratios to single",
+    )
     args = parser.parse_args()
+    if args.cluster:
+        return cluster_main(args)
 
     import redis
 
@@ -599,6 +608,233 @@ def main() -> int:
     if failed or not all(passed for passed, _ in checks):
         return 1
     return 2 if missed else 0
+
+
+# -- --cluster: the same phases on a local Redis Cluster with 2 app instances ------------------
+
+
+def pids_cpu_seconds(pids: list[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    result: Result
+    app_cpu_us: float  # every gunicorn process of every instance, per answered request
+    redis_cpu_us: float  # every redis-server process (replicas too), per answered request
+    bytes_per_endorsement: float | None = None  # Redis memory used (masters), per counted
+    statement_bytes: float | None = None  # MEMORY USAGE of the statement's keys, per counted
+
+
+def cluster_main(args: argparse.Namespace) -> int:
+    """Count and endorse on one Redis with one instance, then on a local cluster with two
+    instances (each half the workers; the load split across them, a round-robin client:
+    one wrk per instance, half the connections each); ratios cluster/single."""
+    import redis
+
+    from widget import gunicorn_conf
+
+    sys.path.insert(0, str(BENCH_DIR.parent / "scripts"))
+    from redis_cluster import LocalCluster
+
+    workers: int = args.workers or gunicorn_conf.workers
+    per_instance = max(1, workers // 2)
+    if shutil.which("wrk") is None:
+        print("bench/api.py --cluster needs wrk (Debian package wrk)")
+        return 1
+    print(
+        f"{time.strftime('%Y-%m-%d')}  {machine()}\n"
+        f"single: 1 instance x {workers} gevent workers on one redis-server; cluster: 2 "
+        f"instances x {per_instance} workers on 3 masters + 3 replicas (WAIT 1, sharded "
+        f"pub/sub); wrk, {args.connections} connections in all, {args.duration:g} s per "
+        "phase; load generator, Redis and servers share the CPUs",
+        flush=True,
+    )
+    checks: list[tuple[bool, str]] = []
+    rounds: list[dict[str, Phase]] = []
+
+    def run(
+        servers: list[Server],
+        method: str,
+        path: str,
+        redis_pids: list[int],
+        after_warmup: Callable[[], None] = lambda: None,
+    ) -> tuple[Result, float, float]:
+        script = BENCH_DIR / "endorse.lua" if method == "POST" else None
+        share = max(1, args.connections // len(servers))
+
+        def load(seconds: float) -> list[Result]:
+            with ThreadPool(len(servers)) as pool:
+                return pool.map(
+                    lambda srv: run_wrk(
+                        f"http://127.0.0.1:{srv.port}{path}", seconds, share, 1, script
+                    ),
+                    servers,
+                )
+
+        load(args.warmup)
+        time.sleep(1)
+        after_warmup()
+        app_before = sum(group_cpu_seconds(srv.pgid) or 0.0 for srv in servers)
+        redis_before = pids_cpu_seconds(redis_pids)
+        parts = load(args.duration)
+        app_cpu = sum(group_cpu_seconds(srv.pgid) or 0.0 for srv in servers) - app_before
+        redis_cpu = pids_cpu_seconds(redis_pids) - redis_before
+        total = sum(p.requests for p in parts)
+        merged = Result(
+            sum(p.requests_per_s for p in parts),
+            total,
+            sum(p.non_2xx for p in parts),
+            sum(p.socket_errors for p in parts),
+            max((p.p50_ms for p in parts if p.p50_ms is not None), default=None),
+            max((p.p99_ms for p in parts if p.p99_ms is not None), default=None),
+        )
+        per = 1e6 / max(total, 1)
+        return merged, app_cpu * per, redis_cpu * per
+
+    def memory(nodes: list[Any]) -> int:
+        return sum(int(node.info("memory")["used_memory"]) for node in nodes)
+
+    def statement_bytes(nodes: list[Any]) -> int:
+        found = 0
+        for node in nodes:
+            for key in node.scan_iter(f"us:{{{STATEMENT}}}:*", count=1000):
+                found += int(node.memory_usage(key, samples=0) or 0)
+        return found
+
+    def endorse_phase(
+        name: str, servers: list[Server], nodes: list[Any], counter: Any, redis_pids: list[int]
+    ) -> Phase:
+        before: dict[str, int] = {}
+
+        def snapshot() -> None:  # after the warm-up, right before the measured run
+            before["count"] = int(counter.get(COUNT_KEY) or 0)
+            before["memory"] = memory(nodes)
+            before["statement"] = statement_bytes(nodes)
+
+        result, app_us, redis_us = run(servers, "POST", ENDORSE_PATH, redis_pids, snapshot)
+        before_count, before_memory = before["count"], before["memory"]
+        before_statement = before["statement"]
+        time.sleep(1)
+        counted = int(counter.get(COUNT_KEY) or 0) - before_count
+        checks.append(
+            (
+                result.ok <= counted <= result.ok + args.connections,
+                f"{name}: the count rose by {counted} for {result.ok} 2xx answers",
+            )
+        )
+        grew = memory(nodes) - before_memory
+        statement = statement_bytes(nodes) - before_statement
+        return Phase(
+            name,
+            result,
+            app_us,
+            redis_us,
+            grew / counted if counted else None,
+            statement / counted if counted else None,
+        )
+
+    with tempfile.TemporaryDirectory(prefix="undersign-bench-") as tmp:
+        folder = Path(tmp)
+        log = folder / "gunicorn.log"
+        base_env = {
+            "WIDGET_SECRET_KEY": SECRET,
+            "WIDGET_ALLOWED_ORIGINS": ALLY,
+            "WIDGET_ENDORSE_LIMIT": ENDORSE_LIMIT,
+            "WIDGET_TRUSTED_PROXIES": "127.0.0.1",
+            # The other tiers would refuse a bench (every request through one ally, from
+            # a few /24s); the client tier stays the production one, and every request
+            # comes from its own address.
+            "WIDGET_NETWORK_LIMIT": "1000000/minute",
+            "WIDGET_SOURCE_LIMIT": "1000000/minute",
+            "WIDGET_STATEMENT_LIMIT": "1000000/minute",
+            "WIDGET_POW": "off",  # wrk cannot solve challenges (see main)
+        }
+        (folder / "single").mkdir()
+        cluster = LocalCluster(folder / "cluster", node_timeout_ms=5000)
+        cluster.start()
+        try:
+            with redis_server(folder / "single") as (redis_url, redis_pid):
+                single = redis.Redis.from_url(redis_url)
+                cluster_client = cluster.client()
+                masters = [cluster.node(port) for port in cluster.masters()]
+                cluster_pids = list(cluster.pids.values())
+                single_env = {**base_env, "WIDGET_REDIS_URL": redis_url}
+                cluster_env = {
+                    **base_env,
+                    "WIDGET_REDIS_URL": cluster.url,
+                    "WIDGET_REDIS_CLUSTER": "true",
+                    "WIDGET_REDIS_WAIT_REPLICAS": "1",
+                }
+                for number in range(1, args.rounds + 1):
+                    phases: dict[str, Phase] = {}
+                    rounds.append(phases)
+                    with gunicorn("widget:create_app()", single_env, workers, log) as server:
+                        result, app_us, redis_us = run([server], "GET", COUNT_PATH, [redis_pid])
+                        phases["single count"] = Phase("single count", result, app_us, redis_us)
+                        phases["single endorse"] = endorse_phase(
+                            "single endorse", [server], [single], single, [redis_pid]
+                        )
+                    with (
+                        gunicorn("widget:create_app()", cluster_env, per_instance, log) as one,
+                        gunicorn("widget:create_app()", cluster_env, per_instance, log) as two,
+                    ):
+                        result, app_us, redis_us = run([one, two], "GET", COUNT_PATH, cluster_pids)
+                        phases["cluster count"] = Phase("cluster count", result, app_us, redis_us)
+                        phases["cluster endorse"] = endorse_phase(
+                            "cluster endorse", [one, two], masters, cluster_client, cluster_pids
+                        )
+                    print(
+                        f"  round {number}: "
+                        + ", ".join(
+                            f"{k} {p.result.requests_per_s:.0f} req/s" for k, p in phases.items()
+                        ),
+                        flush=True,
+                    )
+        finally:
+            cluster.stop()
+        log_text = log.read_text(errors="replace")
+        tracebacks = log_text.count("Traceback")
+        checks.append((tracebacks == 0, f"tracebacks in the gunicorn logs: {tracebacks}"))
+
+    print(
+        f"\n{'phase':<17}{'req/s':>8}{'non-2xx':>9}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'app CPU us/req':>16}{'Redis CPU us/req':>18}{'B/endorsement':>15}{'statement B':>13}"
+    )
+    for phases in rounds:
+        for name, phase in phases.items():
+            r = phase.result
+            memory_text = (
+                f"{phase.bytes_per_endorsement:.0f}" if phase.bytes_per_endorsement else "-"
+            )
+            statement_text = f"{phase.statement_bytes:.0f}" if phase.statement_bytes else "-"
+            print(
+                f"{name:<17}{r.requests_per_s:>8.0f}{r.non_2xx + r.socket_errors:>9}"
+                f"{r.p50_ms or 0:>8.1f}{r.p99_ms or 0:>8.1f}{phase.app_cpu_us:>16.0f}"
+                f"{phase.redis_cpu_us:>18.0f}{memory_text:>15}{statement_text:>13}"
+            )
+    best = {
+        name: max(phases[name].result.requests_per_s for phases in rounds) for name in rounds[0]
+    }
+    print()
+    for kind in ("count", "endorse"):
+        ratio = best[f"cluster {kind}"] / best[f"single {kind}"]
+        print(f"cluster/single {kind} = {ratio:.2f}  (best of {args.rounds} round(s))")
+    print("(memory: used_memory of the masters, and MEMORY USAGE of the statement's keys, per")
+    print(" endorsement counted; the replicas hold as much again)")
+    print()
+    for passed, text in checks:
+        print(f"{'ok    ' if passed else 'FAILED'} {text}")
+    failed = any(p.result.non_2xx or p.result.socket_errors for ph in rounds for p in ph.values())
+    return 1 if failed or not all(passed for passed, _ in checks) else 0
 
 
 if __name__ == "__main__":

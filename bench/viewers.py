@@ -171,13 +171,14 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def stream_sockets(pids: list[int], port: int) -> list[int]:
-    """Per process, its sockets of connections accepted on ``port``.
+def stream_sockets(pids: list[int], port: int | list[int]) -> list[int]:
+    """Per process, its sockets of connections accepted on ``port`` (or any of them).
 
     A connection the client has reset leaves /proc/net/tcp at once but stays an open file
     in the worker until the app next writes to it; those are counted too (an open socket
     file found in no /proc/net table). Redis and other outgoing connections are not.
     """
+    ports = {port} if isinstance(port, int) else set(port)
     known: set[str] = set()
     streams: set[str] = set()
     columns = {"tcp": 9, "tcp6": 9, "udp": 9, "udp6": 9, "raw": 9, "raw6": 9, "unix": 6}
@@ -189,7 +190,7 @@ def stream_sockets(pids: list[int], port: int) -> list[int]:
                     continue
                 known.add(fields[column])
                 accepted = table.startswith("tcp") and fields[3] != "0A"  # 0A: LISTEN
-                if accepted and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                if accepted and int(fields[1].rsplit(":", 1)[1], 16) in ports:
                     streams.add(fields[column])
     found = []
     for pid in pids:
@@ -218,14 +219,29 @@ class Servers:
     gunicorn_pid: int | None = None
     redis_pid: int | None = None
     log: Path | None = None
+    # --instances N: the other gunicorn masters and their ports; --cluster: every node's pid
+    more: list[tuple[int, int]] = field(default_factory=list)  # (port, master pid)
+    redis_pids: list[int] = field(default_factory=list)
+    cluster: bool = False
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port, *(port for port, _ in self.more)]
+
+    @property
+    def masters(self) -> list[int]:
+        return ([self.gunicorn_pid] if self.gunicorn_pid else []) + [m for _, m in self.more]
 
     def workers(self) -> list[int]:
-        return children_of(self.gunicorn_pid) if self.gunicorn_pid else []
+        return [pid for master in self.masters for pid in children_of(master)]
 
 
 @contextmanager
-def gunicorn(folder: Path, redis_url: str, workers: int) -> Iterator[tuple[int, int, Path]]:
+def gunicorn(
+    folder: Path, redis_url: str, workers: int, cluster: bool = False
+) -> Iterator[tuple[int, int, Path]]:
     """The app as production runs it; yields (port, master pid, log file)."""
+    folder.mkdir(exist_ok=True)
     port = free_port()
     binary = Path(sys.executable).with_name("gunicorn")
     launcher = [str(binary)] if binary.exists() else [sys.executable, "-m", "gunicorn"]
@@ -243,6 +259,7 @@ def gunicorn(folder: Path, redis_url: str, workers: int) -> Iterator[tuple[int, 
         # Every viewer comes from 127.0.0.1: lift the per-client stream cap.
         "WIDGET_STREAMS_PER_CLIENT": "1000000",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),  # else gunicorn_conf makes one in /tmp
+        "WIDGET_REDIS_CLUSTER": "true" if cluster else "false",
     }
     log = folder / "gunicorn.log"
     with open(log, "ab") as handle:
@@ -313,17 +330,18 @@ class Publisher(Protocol):
 class StorePublisher:
     """Through the package's own Lua script, exactly what the endorse endpoint runs."""
 
-    def __init__(self, redis_url: str) -> None:
-        from redis import Redis
+    def __init__(self, redis_url: str, cluster: bool = False) -> None:
+        from widget.db import make_client, pubsub_mode
+        from widget.store import Store
 
-        from widget.store import ENDORSE_LUA, Store
-
-        client = Redis.from_url(redis_url)
-        client.script_load(ENDORSE_LUA)  # the first EVALSHA must not pay for loading
-        self.store = Store(client)
+        client = make_client(redis_url, cluster)
+        # As the servers do: WIDGET_REDIS_PUBSUB (auto: SPUBLISH on a cluster).
+        mode = pubsub_mode(os.environ.get("WIDGET_REDIS_PUBSUB", "auto"), cluster)
+        self.store = Store(client, sharded=mode == "sharded")
+        client.script_load(self.store._endorse.script)  # the first EVALSHA must not load it
         self.run = time.time_ns()
         self.serial = 0
-        self.how = "Store.endorse (Lua: dedup, XADD, INCR, PUBLISH)"
+        self.how = f"Store.endorse (Lua: dedup, XADD, INCR, {mode} publish)"
 
     def count(self) -> int:
         return self.store.count(STATEMENT)
@@ -759,10 +777,11 @@ def process_cpu(
     cpu = {"machine": machine, "softirq": interrupts, "bench": cpu_seconds(os.getpid())}
     for n, pid in enumerate(servers.workers(), 1):
         cpu[f"worker {n}"] = cpu_seconds(pid)
-    if servers.gunicorn_pid:
-        cpu["master"] = cpu_seconds(servers.gunicorn_pid)
-    if servers.redis_pid:
-        cpu["redis"] = cpu_seconds(servers.redis_pid)
+    if servers.masters:
+        cpu["master"] = sum(cpu_seconds(pid) for pid in servers.masters)
+    if servers.redis_pid or servers.redis_pids:
+        pids = servers.redis_pids or [servers.redis_pid or 0]
+        cpu["redis"] = sum(cpu_seconds(pid) for pid in pids)
     for n, process in enumerate(clients, 1):
         if process.pid:
             cpu[f"client {n}"] = cpu_seconds(process.pid)
@@ -774,7 +793,7 @@ def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
 
 
 def server_memory(servers: Servers) -> tuple[int, int]:
-    pids = [servers.gunicorn_pid, *servers.workers()] if servers.gunicorn_pid else []
+    pids = [*servers.masters, *servers.workers()]
     rss = pss = 0
     for pid in pids:
         r, p = memory_kb(pid)
@@ -815,13 +834,14 @@ def run_level(
     completed = False
     try:
         cpu_before_ramp = process_cpu(servers, [])
-        redis_addr = redis_address(servers.redis_url)
+        # The floor (a plain subscriber on Redis) only on a single Redis.
+        redis_addr = None if servers.cluster else redis_address(servers.redis_url)
         for n, share in enumerate(shares):
             ours, theirs = context.Pipe()
             job = ClientJob(
                 share,
                 servers.host,
-                servers.port,
+                servers.ports[n % len(servers.ports)],  # split across the instances
                 args.inflight,
                 30.0,
                 deadline,
@@ -862,7 +882,7 @@ def run_level(
 
         time.sleep(args.settle)
         rss, pss = server_memory(servers)
-        sockets = stream_sockets(servers.workers(), servers.port)
+        sockets = stream_sockets(servers.workers(), servers.ports)
         redis_clients = (redis_clients_before, redis_client_count(servers.redis_url))
 
         t0s: dict[int, float] = {}
@@ -910,7 +930,7 @@ def run_level(
     if servers.gunicorn_pid:
         waited = time.monotonic()
         while True:
-            still = sum(stream_sockets(servers.workers(), servers.port))
+            still = sum(stream_sockets(servers.workers(), servers.ports))
             gone = time.monotonic() - waited
             if still == 0:
                 released = f"the workers closed every stream {gone:.1f} s after the clients left"
@@ -1202,6 +1222,17 @@ def main() -> int:
         default=40.0,
         help="seconds to wait for the server to close a level's streams (default 40)",
     )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="app instances (separate gunicorn masters, --workers each); viewers split",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="on a local Redis Cluster (3 masters, 3 replicas; scripts/redis_cluster.py)",
+    )
     args = parser.parse_args()
     global EVENTS_PATH
     EVENTS_PATH = ENDPOINTS[args.endpoint]
@@ -1228,16 +1259,47 @@ def main() -> int:
             where = f"the server at {args.url} (not started by the bench)"
         else:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="viewers-")))
-            redis_url, redis_pid = stack.enter_context(redis_server(folder))
-            port, master, log = stack.enter_context(gunicorn(folder, redis_url, args.workers))
-            servers = Servers("127.0.0.1", port, redis_url, master, redis_pid, log)
+            redis_pids: list[int] = []
+            if args.cluster:
+                sys.path.insert(0, str(REPO / "scripts"))
+                from redis_cluster import running
+
+                cluster = stack.enter_context(running(folder / "cluster", node_timeout_ms=5000))
+                redis_url, redis_pid = cluster.url, 0
+                redis_pids = list(cluster.pids.values())
+            else:
+                redis_url, redis_pid = stack.enter_context(redis_server(folder))
+            instances = [
+                stack.enter_context(
+                    gunicorn(folder / f"app{n}", redis_url, args.workers, args.cluster)
+                )
+                for n in range(max(1, args.instances))
+            ]
+            port, master, log = instances[0]
+            servers = Servers(
+                "127.0.0.1",
+                port,
+                redis_url,
+                master,
+                redis_pid,
+                log,
+                more=[(p, m) for p, m, _ in instances[1:]],
+                redis_pids=redis_pids,
+                cluster=args.cluster,
+            )
             where = (
-                f"gunicorn -c python:widget.gunicorn_conf 'widget:create_app()' "
-                f"(WEB_CONCURRENCY={args.workers}, {len(servers.workers())} workers up) on "
-                f"127.0.0.1:{port}, redis-server on {redis_url}"
+                f"{len(instances)} x gunicorn -c python:widget.gunicorn_conf "
+                f"'widget:create_app()' (WEB_CONCURRENCY={args.workers}, "
+                f"{len(servers.workers())} workers up in all) on 127.0.0.1:"
+                f"{','.join(map(str, servers.ports))}, "
+                + (
+                    f"a Redis Cluster (3+3 nodes) at {redis_url}"
+                    if args.cluster
+                    else f"redis-server on {redis_url}"
+                )
             )
         publisher: Publisher = (
-            StorePublisher(servers.redis_url)
+            StorePublisher(servers.redis_url, servers.cluster)
             if servers.redis_url
             else HttpPublisher(servers.host, servers.port, args.origin)
         )

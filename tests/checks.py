@@ -152,3 +152,18 @@ def stored_names(redis: Redis, statement: str = STATEMENT) -> list[str]:
     from widget.store import Store
 
     return [entry.name for entry in Store(redis).log(statement)]
+
+
+def count_subscription(redis: Any, store: Any, statement: str = STATEMENT) -> Any:
+    """A pub/sub connection that hears ``statement``'s count messages as the store sends
+    them: ``SUBSCRIBE`` (classic), or ``SSUBSCRIBE`` on the node of its slot (sharded, on
+    a cluster). Its first message is the subscription's confirmation."""
+    channel = store.channel(statement)
+    if not store.sharded:
+        pubsub = redis.pubsub()
+        pubsub.subscribe(channel)
+        return pubsub
+    node = redis.get_node_from_key(channel)
+    pubsub = redis.get_redis_connection(node).pubsub()
+    pubsub.ssubscribe(channel)
+    return pubsub

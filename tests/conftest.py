@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import Browser, Playwright, sync_playwright
 from redis import Redis
-from servers import CHROMIUM, CHROMIUM_ARGS, Gunicorn, MailWorker, RedisServer, SmtpSink
+from servers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ClusterServer,
+    Gunicorn,
+    MailWorker,
+    RedisServer,
+    SmtpSink,
+)
 
 from widget import create_app
 
@@ -20,6 +29,28 @@ ALLY = "https://ally.example"
 STATEMENT = "dongelek-ystel"
 # At least 32 characters: a shorter WIDGET_ADMIN_TOKEN is a startup error.
 ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
+# UNDERSIGN_TEST_CLUSTER=1 runs the whole suite against a local Redis Cluster (3 masters,
+# 3 replicas; scripts/redis_cluster.py) instead of a single redis-server. Every app,
+# gunicorn and CLI the tests start then gets WIDGET_REDIS_CLUSTER=true from here.
+CLUSTER = os.environ.get("UNDERSIGN_TEST_CLUSTER", "") not in ("", "0", "false")
+if CLUSTER:
+    os.environ["WIDGET_REDIS_CLUSTER"] = "true"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault tests' figures (unavailability windows, what WAIT 0 loses)."""
+    from faults import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("fault tests: measured")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
+def pytest_report_header() -> str:
+    return "redis: " + ("a local Redis Cluster (3+3 nodes)" if CLUSTER else "one redis-server")
+
+
 CONFIRMING = "confirm-test"  # a statement with confirm = "email" (see confirm_dir)
 MAIL_FROM = "Coalition <sign@coalition.example>"
 
@@ -42,10 +73,16 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server: RedisServer
+    if CLUSTER:
+        server = ClusterServer(tmp_path_factory.mktemp("cluster"))  # type: ignore[assignment]
+    else:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -70,6 +107,7 @@ def base_config(redis_server: RedisServer, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "TESTING": True,
         "REDIS_URL": redis_server.url,
+        "REDIS_CLUSTER": CLUSTER,
         "SECRET_KEY": SECRET,
         "ALLOWED_ORIGINS": ALLY,
         "ENDORSE_LIMIT": "1000/minute",
@@ -116,6 +154,7 @@ def client(app: Flask) -> FlaskClient:
 def gunicorn_env(redis_server: RedisServer, **overrides: str) -> dict[str, str]:
     env = {
         "WIDGET_REDIS_URL": redis_server.url,
+        "WIDGET_REDIS_CLUSTER": "true" if CLUSTER else "false",
         "WIDGET_SECRET_KEY": SECRET,
         "WIDGET_ALLOWED_ORIGINS": ALLY,
         "WIDGET_ENDORSE_LIMIT": "100000/minute",

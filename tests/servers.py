@@ -23,8 +23,12 @@ from typing import Any
 
 import requests
 from redis import Redis
+from redis.cluster import RedisCluster
 
 from widget.server import redis_server_binary
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from redis_cluster import LocalCluster
 
 # Debian's Chromium, never a downloaded one (see DEVELOPERS.md), for tests and benches.
 CHROMIUM = "/usr/bin/chromium"
@@ -153,6 +157,39 @@ class Gunicorn:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+class SuiteCluster(RedisCluster):
+    """The tests' cluster client: whole-database commands (``KEYS``, ``FLUSHALL``,
+    ``DBSIZE``) ask every master, as they would a single Redis."""
+
+    def keys(self, pattern: Any = "*", **kwargs: Any) -> Any:
+        kwargs.setdefault("target_nodes", RedisCluster.PRIMARIES)
+        return super().keys(pattern, **kwargs)
+
+    def flushall(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("target_nodes", RedisCluster.PRIMARIES)
+        return super().flushall(*args, **kwargs)
+
+    def dbsize(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("target_nodes", RedisCluster.PRIMARIES)
+        return super().dbsize(**kwargs)
+
+
+class ClusterServer(LocalCluster):
+    """A local 3-master, 3-replica cluster standing in for ``RedisServer`` (the suite's
+    cluster mode): ``kill`` SIGKILLs every node, ``start`` brings the same cluster back
+    from each node's AOF (fsync always, like ``RedisServer``) and ``nodes.conf``."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder, appendfsync="always")
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    def client(self) -> SuiteCluster:
+        return SuiteCluster.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=3)
 
 
 class SmtpSink:

@@ -178,3 +178,113 @@ def test_docker_compose_config_accepts_the_file() -> None:
     missing = subprocess.run(command, capture_output=True, text=True, timeout=60, env=base)
     assert missing.returncode != 0
     assert "WIDGET_SECRET_KEY" in missing.stderr or "WIDGET_ADMIN_TOKEN" in missing.stderr
+
+
+# -- docker-compose.cluster.yml: two app instances on a Redis Cluster behind a proxy --------
+
+CLUSTER_COMPOSE = ROOT / "docker-compose.cluster.yml"
+NODES = [f"redis-{n}" for n in range(1, 7)]
+
+
+@pytest.fixture(scope="module")
+def cluster_compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(CLUSTER_COMPOSE.read_text())
+    return data
+
+
+def flags_of(command: list[str]) -> dict[str, str]:
+    return dict(zip(command[1::2], command[2::2], strict=False))
+
+
+def test_cluster_file_has_six_nodes_an_init_job_two_apps_and_a_proxy(
+    cluster_compose: dict[str, Any],
+) -> None:
+    services = cluster_compose["services"]
+    assert set(services) == {*NODES, "cluster-init", "app-1", "app-2", "worker", "proxy"}
+    worker = services["worker"]
+    assert words(worker["command"]) == ["undersign", "worker"]
+    assert worker["environment"] == services["app-1"]["environment"]  # the same settings
+    addresses = set()
+    for name in NODES:
+        node = services[name]
+        assert node["image"].startswith("redis:7")
+        command = words(node["command"])
+        assert command[0] == "redis-server"
+        flags = flags_of(command)
+        assert flags["--cluster-enabled"] == "yes"
+        assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
+        assert int(flags["--cluster-node-timeout"]) >= 2000
+        assert flags["--cluster-replica-validity-factor"] == "0"
+        assert "ports" not in node  # only the apps reach Redis
+        (volume,) = node["volumes"]
+        assert volume.split(":")[0] in cluster_compose["volumes"]
+        assert words(node["healthcheck"]["test"])[-1] == "ping"
+        addresses.add(node["networks"]["undersign"]["ipv4_address"])
+    assert len(addresses) == 6
+    init = services["cluster-init"]
+    assert init["restart"] == "no"
+    assert {n: c["condition"] for n, c in init["depends_on"].items()} == dict.fromkeys(
+        NODES, "service_healthy"
+    )
+    script = " ".join(words(init["command"]))
+    assert "--cluster create" in script and "--cluster-replicas 1" in script
+    assert all(f"{a}:6379" in script for a in addresses)
+
+
+def test_cluster_apps_run_the_production_config_on_the_cluster(
+    cluster_compose: dict[str, Any],
+) -> None:
+    services = cluster_compose["services"]
+    for name in ("app-1", "app-2"):
+        app = services[name]
+        assert words(app["command"]) == GUNICORN
+        assert app["depends_on"]["cluster-init"]["condition"] == "service_completed_successfully"
+        env = app["environment"]
+        assert env["WIDGET_REDIS_CLUSTER"] == "true"
+        host = env["WIDGET_REDIS_URL"].split("//")[1].split(":")[0]
+        assert host in {services[n]["networks"]["undersign"]["ipv4_address"] for n in NODES}
+        assert env["WIDGET_REDIS_WAIT_REPLICAS"] == "${WIDGET_REDIS_WAIT_REPLICAS:-1}"
+        for secret in ("WIDGET_SECRET_KEY", "WIDGET_ADMIN_TOKEN"):
+            assert re.fullmatch(r"\$\{" + secret + r":\?[^}]+\}", env[secret])
+        assert "ports" not in app  # only through the proxy
+        assert app["read_only"] is True and app["cap_drop"] == ["ALL"]
+    known = {s.env for s in SETTINGS}
+    env = services["app-1"]["environment"]
+    assert not {k for k in env if k.startswith("WIDGET_")} - known
+    lines = CLUSTER_COMPOSE.read_text().splitlines()
+    for index, line in enumerate(lines):
+        if re.match(r"\s+WIDGET_\w+:", line):
+            assert lines[index - 1].strip().startswith("#"), line
+
+
+def test_cluster_proxy_balances_both_instances_and_streams_unbuffered(
+    cluster_compose: dict[str, Any],
+) -> None:
+    proxy = cluster_compose["services"]["proxy"]
+    assert proxy["ports"] == ["127.0.0.1:8000:8000"]
+    assert set(proxy["depends_on"]) == {"app-1", "app-2"}
+    (mount,) = proxy["volumes"]
+    source = mount.split(":")[0]
+    conf = (ROOT / source).read_text()
+    upstream = re.search(r"upstream undersign \{(.*?)\}", conf, re.S)
+    assert upstream and "app-1:8000" in upstream.group(1) and "app-2:8000" in upstream.group(1)
+    events = conf.split("events$", 1)[1]
+    assert "proxy_buffering off;" in events and "proxy_read_timeout 1h;" in events
+    assert "access_log off;" in conf
+
+
+@pytest.mark.skipif(not docker_compose_available(), reason="no `docker compose` client here")
+def test_docker_compose_config_accepts_the_cluster_file() -> None:
+    docker = shutil.which("docker")
+    assert docker is not None
+    base = {"PATH": f"{Path(docker).parent}:/usr/bin:/bin", "HOME": str(Path.home())}
+    command = ["docker", "compose", "--env-file", "/dev/null", "-f", str(CLUSTER_COMPOSE)]
+    secrets = {"WIDGET_SECRET_KEY": "x" * 48, "WIDGET_ADMIN_TOKEN": "y" * 32}
+    result = subprocess.run(
+        [*command, "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **secrets},
+    )
+    assert result.returncode == 0, result.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import ALLY, SECRET, STATEMENT
+from conftest import ALLY, CLUSTER, SECRET, STATEMENT
 from flask import Flask
 from servers import RedisServer
 
@@ -86,7 +86,7 @@ def test_environment_is_parsed_and_coerced(
         "WIDGET_STATEMENTS_DIR": str(tmp_path),
         "WIDGET_PUBLIC_URL": "https://sign.example.org/",
         "WIDGET_METRICS_PUBLIC": "yes",
-        "WIDGET_REDIS_CLUSTER": "false",
+        "WIDGET_REDIS_CLUSTER": "true" if CLUSTER else "false",
     }
     for name, value in env.items():
         clean_env.setenv(name, value)
@@ -112,7 +112,7 @@ def test_environment_is_parsed_and_coerced(
         "127.0.0.1",
     ]
     assert config["METRICS_PUBLIC"] is True
-    assert config["REDIS_CLUSTER"] is False
+    assert config["REDIS_CLUSTER"] is CLUSTER
 
     # The parsed values are the ones the app acts on.
     client = app.test_client()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 from checks import STATEMENT, assert_problem, endorsements_url, person, store_state
-from conftest import ALLY, SECRET, gunicorn_env
+from conftest import ALLY, CLUSTER, SECRET, gunicorn_env
 from flask import Flask
 from redis import Redis
 from servers import Gunicorn, RedisServer
@@ -65,14 +65,16 @@ def text(value: Any) -> str:
 
 def dump_redis(redis_server: RedisServer) -> str:
     """Every key and value of every type, in every database, as one text."""
-    main = redis_server.client()
-    keyspace: Any = main.info("keyspace")
-    databases = sorted(int(name[2:]) for name in keyspace)
-    assert databases, "Redis is empty: the run stored nothing?"
+    # Each master of a cluster holds its own part (database 0 only).
+    places = [(port, 0) for port in redis_server.masters()] if CLUSTER else []
+    if not CLUSTER:
+        keyspace: Any = redis_server.client().info("keyspace")
+        places = [(redis_server.port, int(name[2:])) for name in sorted(keyspace)]
+    assert places, "Redis is empty: the run stored nothing?"
     parts: list[str] = []
     seen_types: set[str] = set()
-    for db in databases:
-        client = Redis(host="127.0.0.1", port=redis_server.port, db=db)
+    for port, db in places:
+        client = Redis(host="127.0.0.1", port=port, db=db)
         for key in client.scan_iter(count=1000):
             kind = text(client.type(key))
             seen_types.add(kind)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 from checks import STATEMENT, altcha_for, assert_counted, endorsements_url, person
-from conftest import SECRET
+from conftest import CLUSTER, SECRET
 from servers import RedisServer, free_port
 
 from widget.server import EmbeddedRedis
@@ -191,6 +191,7 @@ def test_serve_with_redis_url_starts_no_redis(
     env = clean_env(
         data_dir,
         WIDGET_REDIS_URL=redis_server.url,
+        WIDGET_REDIS_CLUSTER="true" if CLUSTER else "false",
         WIDGET_SECRET_KEY=SECRET,
         WIDGET_PUBLIC_URL="https://sign.example.org",
     )

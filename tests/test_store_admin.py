@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from checks import count_subscription
 from redis import Redis
 
 from widget.store import Endorsement, Store
@@ -86,8 +87,7 @@ def test_unknown_entry_raises_key_error(redis_client: Redis) -> None:
 def test_strike_publishes_new_count(redis_client: Redis) -> None:
     store = Store(redis_client)
     ids = fill(store, 3)
-    pubsub = redis_client.pubsub()
-    pubsub.subscribe(store.channel(SID))
+    pubsub = count_subscription(redis_client, store, SID)
     pubsub.get_message(timeout=1)  # subscribe confirmation
     store.strike(SID, ids[1], by="token")
     message = pubsub.get_message(timeout=2)

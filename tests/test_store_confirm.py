@@ -8,7 +8,7 @@ import hashlib
 import time
 
 import pytest
-from checks import STATEMENT, seen_hmacs, store_state
+from checks import STATEMENT, count_subscription, seen_hmacs, store_state
 from redis import Redis
 
 from widget.privacy import email_hmac
@@ -118,8 +118,8 @@ def test_confirming_counts_exactly_as_a_direct_endorsement(
 ) -> None:
     store.endorse(STATEMENT, Endorsement(hmac_of(9), "Direct", source="direct"))
     store.ask_confirmation(STATEMENT, pending(1), Guard(), token_hash("t1"), TTL)
-    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(KEY + "events")
+    pubsub = count_subscription(redis_client, store)
+    pubsub.get_message(timeout=1)  # the subscription's confirmation
     found, result = confirm(store, "t1")
     assert result is not None
     assert (result.status, result.count) == ("counted", 2)  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from checks import count_subscription
 from redis import Redis
 from servers import RedisServer
 
@@ -279,8 +280,7 @@ def test_bulk_publishes_once_per_batch(redis_client: Redis) -> None:
     store = Store(redis_client)
     for i in range(3):
         endorse(store, i)
-    pubsub = redis_client.pubsub()
-    pubsub.subscribe(store.channel(SID))
+    pubsub = count_subscription(redis_client, store, SID)
     assert pubsub.get_message(timeout=1) is not None  # subscribed
     match = BulkFilter(source=ALLY)
     result = store.strike_bulk(SID, store.bulk_select(SID, match), by="t", reason="r", match=match)

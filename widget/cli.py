@@ -7,6 +7,7 @@ settings and talk to its Redis.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +59,8 @@ def worker_command(ctx: click.Context, burst: bool, check: bool) -> None:
             os.environ.get("WIDGET_REDIS_URL")
             or EmbeddedRedis(os.environ.get("WIDGET_DATA_DIR", "./var")).url
         )
-        raise SystemExit(0 if alive_here(worker_connection(url)) else 1)
+        cluster = os.environ.get("WIDGET_REDIS_CLUSTER", "").lower() in ("1", "true", "yes", "on")
+        raise SystemExit(0 if alive_here(worker_connection(url, cluster)) else 1)
     from .jobs import Mailer, work
     from .mail import SmtpTarget
 
@@ -81,7 +83,8 @@ def worker_command(ctx: click.Context, burst: bool, check: bool) -> None:
     )
     if not smtp:
         click.echo("No WIDGET_SMTP_URL: no statement confirms by email; waiting anyway.")
-    work(worker_connection(app.config["REDIS_URL"]), mailer, burst=burst)
+    url, cluster = app.config["REDIS_URL"], app.config["REDIS_CLUSTER"]
+    work(lambda: worker_connection(url, cluster), mailer, burst=burst)
 
 
 @click.command("statements")
@@ -232,26 +235,29 @@ def watch_command(interval: float, once: bool) -> None:
 
     from .api import get_registry
     from .db import get_store
+    from .live import Hub
 
     store = get_store()
     registry = get_registry()
     if once:
         Console().print(watch_table(store, registry))
         return
-    pubsub = store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-    pubsub.psubscribe(store.channel("*"))
+    # The service's own live hub: classic or sharded pub/sub as the service uses it, and
+    # it resubscribes by itself after a failover.
+    mode = "sharded" if store.sharded else "classic"
+    hub = Hub(store.redis, store, list(registry.ids()), interval, pubsub_mode=mode)
+    hub.ensure_running()
     try:
         with Live(watch_table(store, registry), auto_refresh=False) as live:
             while True:
-                # Wake on the first change, then redraw at most once per interval.
-                pubsub.get_message(timeout=interval)
-                while pubsub.get_message(timeout=0.01):
-                    pass
+                # Wake on a change (at most one redraw per interval), or redraw anyway.
+                hub.bell.event.wait(interval)
+                time.sleep(0.01)
                 live.update(watch_table(store, registry), refresh=True)
     except KeyboardInterrupt:
         pass
     finally:
-        pubsub.close()
+        hub.stop()
 
 
 SURGING = "[bold red]▲ SURGING[/]"
@@ -521,6 +527,41 @@ def log_key_command(ctx: click.Context, generate: bool) -> None:
         click.echo(load_signer(app.config, app.extensions["undersign.store"]).verifier().vkey)
 
 
+@click.command("migrate")
+@click.option("--from", "source", required=True, metavar="URL", help="The Redis to copy from.")
+@click.option("--to", "target", required=True, metavar="URL", help="The Redis to copy into.")
+@click.option("--cluster-from", is_flag=True, help="The source is a Redis Cluster node.")
+@click.option("--cluster-to", is_flag=True, help="The target is a Redis Cluster node.")
+@click.option("--force", is_flag=True, help="Replace a statement's keys already in the target.")
+def migrate_command(
+    source: str, target: str, cluster_from: bool, cluster_to: bool, force: bool
+) -> None:
+    """Copy every key from one Redis to another (a single Redis into a cluster), statement
+    by statement, then check each statement's count, record and log lengths. Stop the
+    service (or close its statements) first: nothing may be written meanwhile."""
+    from .db import make_client
+    from .migrate import TargetNotEmpty, describe, migrate
+
+    try:
+        results = migrate(
+            make_client(source, cluster_from),
+            make_client(target, cluster_to),
+            force=force,
+            progress=lambda copied: click.echo(describe(copied)),
+        )
+    except TargetNotEmpty as exc:
+        raise click.ClickException(
+            f"the target already holds keys of {exc}: nothing copied (--force replaces them)"
+        ) from None
+    bad = [r.statement_id for r in results if not r.ok]
+    if bad:
+        raise click.ClickException(
+            f"counts differ after the copy for {', '.join(bad)}: was the service writing?"
+        )
+    statements = sum(1 for r in results if r.statement_id)
+    click.echo(f"Copied {statements} statements; every count and log length matches.")
+
+
 @click.command("config")
 def config_command() -> None:
     """Print every WIDGET_* setting with its default, as a Markdown table."""
@@ -550,6 +591,7 @@ COMMANDS: list[click.Command] = [
     sessions_group,
     verify_command,
     log_key_command,
+    migrate_command,
 ]
 
 

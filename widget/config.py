@@ -78,6 +78,23 @@ def _to_positive_int(value: Any) -> int:
     return number
 
 
+def _to_non_negative_int(value: Any) -> int:
+    number = _to_int(value)
+    if number < 0:
+        raise ValueError(f"expected a whole number of at least 0, got {value!r}")
+    return number
+
+
+PUBSUB_MODES = ("auto", "sharded", "classic")
+
+
+def _to_pubsub(value: Any) -> str:
+    mode = _to_str(value).strip().lower()
+    if mode not in PUBSUB_MODES:
+        raise ValueError(f"expected one of {', '.join(PUBSUB_MODES)}, got {value!r}")
+    return mode
+
+
 def _to_redis_url(value: Any) -> str:
     url = _to_str(value).strip()
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
@@ -188,6 +205,28 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         _to_bool,
         "Treat `WIDGET_REDIS_URL` as a Redis Cluster entry node.",
+    ),
+    Setting(
+        "REDIS_WAIT_REPLICAS",
+        0,
+        _to_non_negative_int,
+        "Acknowledge an endorsement (and a strike, unstrike or withdrawal) only once `WAIT` "
+        "confirms this many replicas hold it; `0` does not wait. Recommended `1` on a Redis "
+        "Cluster (see Scaling out).",
+    ),
+    Setting(
+        "REDIS_WAIT_TIMEOUT_MS",
+        500,
+        _to_positive_int,
+        "How long `WAIT` may take (milliseconds); past it the endorsement is answered 503 "
+        "`not-durable` (a retry is a duplicate or a fresh count, never a double one).",
+    ),
+    Setting(
+        "REDIS_PUBSUB",
+        "auto",
+        _to_pubsub,
+        "How live counts travel: `sharded` (`SPUBLISH`/`SSUBSCRIBE`, Redis 7), `classic` "
+        "(`PUBLISH`/`PSUBSCRIBE`), or `auto`: sharded on a Redis Cluster, classic otherwise.",
     ),
     Setting("DATA_DIR", "./var", _to_str, "Where the embedded Redis and the demo secret live."),
     Setting(

@@ -16,9 +16,11 @@ from typing import Any
 from flask import Flask, Response, current_app, json, render_template_string, request
 from flask_limiter import RateLimitExceeded
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException, SecurityError
+
+from .store import NotDurable
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:undersign:problem:"
@@ -133,7 +135,7 @@ def handle_rate_limit(exc: RateLimitExceeded) -> Response:
     )
 
 
-def handle_redis_error(exc: RedisError) -> Response:
+def handle_redis_error(exc: RedisError | RedisClusterException) -> Response:
     log.warning("redis unavailable: %s", type(exc).__name__)
     metrics = current_app.extensions.get("undersign.metrics")
     if metrics is not None:
@@ -147,9 +149,31 @@ def handle_redis_error(exc: RedisError) -> Response:
     )
 
 
+def handle_not_durable(exc: NotDurable) -> Response:
+    """A write that Redis made but too few replicas confirmed in time
+    (``WIDGET_REDIS_WAIT_REPLICAS``): not acknowledged, so that nothing acknowledged can
+    be lost in a failover. Sending it again is safe."""
+    log.warning("redis: not confirmed durable (%s)", exc)
+    metrics = current_app.extensions.get("undersign.metrics")
+    if metrics is not None:
+        metrics.redis_errors.inc()
+    return problem_response(
+        503,
+        "not-durable",
+        "Not confirmed durable",
+        "The store took this but could not yet confirm it is safely copied. Please send it "
+        "again: if it was kept you will be told it is already counted; it is never counted "
+        "twice.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def init_app(app: Flask) -> None:
     app.register_error_handler(RateLimitExceeded, handle_rate_limit)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(RedisConnectionError, handle_redis_error)
     app.register_error_handler(RedisTimeoutError, handle_redis_error)
     app.register_error_handler(RedisError, handle_redis_error)
+    # A cluster client's own failures (no node serves a slot, during a failover).
+    app.register_error_handler(RedisClusterException, handle_redis_error)
+    app.register_error_handler(NotDurable, handle_not_durable)

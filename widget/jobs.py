@@ -32,6 +32,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry, SimpleWorker
 from rq.defaults import RQ_KEY_PREFIX
 from rq.job import Job
@@ -245,8 +246,19 @@ def given_up(job: Job, connection: Any, *exc_info: Any) -> None:
 # -- running a worker ------------------------------------------------------------------------
 
 
-def worker_connection(url: str) -> Redis:
-    """A client for the worker: no read timeout (it waits for jobs in blocking pops)."""
+def worker_connection(url: str, cluster: bool = False) -> Redis:
+    """A client for the worker: no read timeout (it waits for jobs in blocking pops). On a
+    Redis Cluster, one to the master that serves the ``{mail}`` slot now (every RQ key is
+    there); after a failover the worker's loop asks again (see ``work``)."""
+    if cluster:
+        from .db import make_client
+
+        found: Any = make_client(url, cluster=True)
+        node = found.get_node_from_key(f"{RQ_PREFIX}:queue")
+        found.close()
+        return Redis(
+            host=node.host, port=node.port, socket_connect_timeout=5, health_check_interval=30
+        )
     return Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
 
 
@@ -260,14 +272,28 @@ class MailWorker(SimpleWorker):
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
 
-def work(connection: Redis, mailer: Mailer, *, burst: bool = False, pause: float = 5.0) -> None:
+def work(
+    connection: Redis | Callable[[], Redis],
+    mailer: Mailer,
+    *,
+    burst: bool = False,
+    pause: float = 5.0,
+) -> None:
     """Send queued mail until stopped (SIGTERM or SIGINT: after the mail in hand), or, with
     ``burst``, until the queue is empty. Retries are put back by RQ's scheduler. A worker
-    loop that ends on an error (Redis gone too long) starts again after ``pause``."""
+    loop that ends on an error (Redis gone too long) starts again after ``pause``, on a
+    new connection when ``connection`` is a callable that makes one (on a cluster, to the
+    node that serves the queue's slot then)."""
     configure(mailer)
-    queue = Queue(QUEUE_NAME, connection=connection)
     while True:
-        worker = MailWorker([queue], connection=connection, log_job_description=False)
+        try:
+            current = connection() if callable(connection) else connection
+        except RedisError as exc:
+            log.error("the mail worker cannot reach Redis (%s); again in %.0f s", exc, pause)
+            time.sleep(pause)
+            continue
+        queue = Queue(QUEUE_NAME, connection=current)
+        worker = MailWorker([queue], connection=current, log_job_description=False)
         worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
         if burst or worker.stop_asked:
             return

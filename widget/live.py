@@ -37,7 +37,9 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .abuse import CLIENT_PREFIXES, network_of
@@ -61,6 +63,9 @@ COUNT_MAX_AGE = 1.0
 RESYNC_SECONDS = 5.0
 HEARTBEAT = b": keep-alive\n\n"
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
+# A subscription is pinged at each resync; one that has not answered this long after is
+# taken for dead (a hung node keeps its sockets open and says nothing).
+PONG_WITHIN = 3.0
 _hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
 
 
@@ -201,8 +206,10 @@ class Hub:
         min_interval: float,
         heartbeat: float = 15.0,
         max_streams: int = 0,
+        pubsub_mode: str = "classic",
     ) -> None:
         self.redis = redis
+        self.pubsub_mode = pubsub_mode
         self.store = store
         self.min_interval = min_interval
         self.heartbeat = heartbeat
@@ -360,20 +367,19 @@ class Hub:
 
     # -- the subscriber --------------------------------------------------------------
     def _run(self) -> None:
-        pattern = self.store.channel("*")
         failures = 0
         while not self.stopping.is_set():
-            connection, kept_retry = None, None
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            subscriptions: list[Any] = []
+            kept: list[tuple[Any, Any]] = []
             try:
-                pubsub.psubscribe(pattern)
+                subscriptions = self._subscribe()
                 # redis-py would quietly reconnect and resubscribe, and whatever was
                 # published meanwhile would be lost; fail instead, so that _resync runs.
-                connection = pubsub.connection
-                kept_retry = connection.retry if connection is not None else None
-                if connection is not None:
-                    connection.retry = Retry(NoBackoff(), 0)
-                pubsub.get_message(timeout=1.0)  # the psubscribe confirmation
+                for pubsub in subscriptions:
+                    connection = pubsub.connection
+                    if connection is not None:
+                        kept.append((connection, connection.retry))
+                        connection.retry = Retry(NoBackoff(), 0)
                 with self.lock:
                     # What was heard before this subscription may have missed changes:
                     # count reads go to Redis again until a message or a read refreshes
@@ -383,32 +389,120 @@ class Hub:
                         channel.known_seq += 1
                     self.subscribed = True
                 if failures:
-                    log.info("live: subscribed to %s again", pattern)
+                    log.info("live: subscribed again (%s pub/sub)", self.pubsub_mode)
                 # Counts that moved before this subscription (or during an outage) would
                 # otherwise reach nobody until the next change.
                 self._resync()
                 failures = 0
-                resync_at = time.monotonic() + RESYNC_SECONDS
-                while not self.stopping.is_set():
-                    if time.monotonic() >= resync_at:
-                        self._resync()
-                        resync_at = time.monotonic() + RESYNC_SECONDS
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "pmessage":
-                        self._on_message(message["channel"], message["data"])
+                self._listen(subscriptions)
             except Exception as exc:  # any failure means: resubscribe later
                 with self.lock:
                     self.subscribed = False
                 if failures == 0:
                     log.warning("live: lost the Redis subscription (%s); retrying", exc)
+                self._refresh_slots()
                 delay = RECONNECT_BACKOFF[min(failures, len(RECONNECT_BACKOFF) - 1)]
                 failures += 1
                 self.stopping.wait(delay)
             finally:
-                if connection is not None and kept_retry is not None:
-                    connection.retry = kept_retry  # it goes back to the shared pool
-                with contextlib.suppress(Exception):  # the connection is gone anyway
+                for connection, retry in kept:
+                    connection.retry = retry  # it goes back to the shared pool
+                for pubsub in subscriptions:
+                    with contextlib.suppress(Exception):  # the connection is gone anyway
+                        pubsub.close()
+
+    def _subscribe(self) -> list[Any]:
+        """Subscribe, and wait until Redis confirms it. Classic: one ``PSUBSCRIBE`` on
+        every statement's channel (on a cluster, every node hears every ``PUBLISH``).
+        Sharded: ``SSUBSCRIBE`` to each statement's channel on the node serving its slot,
+        one connection per node."""
+        if self.pubsub_mode == "classic":
+            pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+            pubsub.psubscribe(self.store.channel("*"))
+            _confirm(pubsub, 1)
+            return [pubsub]
+        by_node: dict[str, tuple[Any, list[str]]] = {}
+        for sid in self.channels:
+            channel = self.store.channel(sid)
+            if isinstance(self.redis, RedisCluster):
+                node = self.redis.get_node_from_key(channel)  # type: ignore[no-untyped-call]
+                client = self.redis.get_redis_connection(node)
+                name = node.name
+            else:
+                client, name = self.redis, ""
+            by_node.setdefault(name, (client, []))[1].append(channel)
+        subscriptions = []
+        try:
+            for client, channels in by_node.values():
+                pubsub = client.pubsub()
+                subscriptions.append(pubsub)
+                for channel in channels:  # one command each: several must share a slot
+                    pubsub.ssubscribe(channel)
+                _confirm(pubsub, len(channels))
+        except BaseException:
+            for pubsub in subscriptions:
+                with contextlib.suppress(Exception):
                     pubsub.close()
+            raise
+        return subscriptions
+
+    def _listen(self, subscriptions: list[Any]) -> None:
+        """Read every subscription (one reader thread each) until one fails or stops
+        answering: each is pinged at a resync and must answer within ``PONG_WITHIN``
+        seconds (a node that hangs keeps its sockets open but says nothing)."""
+        failed = threading.Event()
+        errors: list[BaseException] = []
+        heard = [time.monotonic()] * len(subscriptions)
+        ping_due = [False] * len(subscriptions)
+
+        def read(index: int, pubsub: Any) -> None:
+            try:
+                while not failed.is_set() and not self.stopping.is_set():
+                    if ping_due[index]:  # sent from here: one thread uses the connection
+                        ping_due[index] = False
+                        pubsub.ping()
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is None:
+                        continue
+                    heard[index] = time.monotonic()
+                    kind = message.get("type")
+                    if kind in ("pmessage", "message", "smessage"):
+                        self._on_message(message["channel"], message["data"])
+                    elif kind in ("sunsubscribe", "punsubscribe", "unsubscribe"):
+                        # Redis drops shard channels whose slot moved (a failover).
+                        raise RedisError(f"{kind} {message.get('channel')!r} by the server")
+            except BaseException as exc:
+                errors.append(exc)
+                failed.set()
+
+        readers = [
+            threading.Thread(target=read, args=(i, p), name="undersign-live-read", daemon=True)
+            for i, p in enumerate(subscriptions)
+        ]
+        for reader in readers:
+            reader.start()
+        resync_at = time.monotonic() + RESYNC_SECONDS
+        pinged_at: float | None = None
+        while not self.stopping.is_set() and not failed.is_set():
+            now = time.monotonic()
+            if now >= resync_at:
+                answered = pinged_at is None or all(at >= pinged_at for at in heard)
+                if not answered and now - (pinged_at or now) > PONG_WITHIN:
+                    raise RedisError("a subscription did not answer its ping")
+                if answered:
+                    pinged_at = now
+                    ping_due[:] = [True] * len(subscriptions)
+                self._resync()
+                resync_at = time.monotonic() + RESYNC_SECONDS
+            failed.wait(min(1.0, max(0.0, resync_at - time.monotonic())))
+        if errors:
+            raise errors[0]
+
+    def _refresh_slots(self) -> None:
+        """On a cluster, ask it again which node serves which slot (after a failover)."""
+        if isinstance(self.redis, RedisCluster):
+            with contextlib.suppress(Exception):
+                self.redis.nodes_manager.initialize()
 
     def _resync(self) -> None:
         """Send every watched count that moved unheard: after an outage, and now and then
@@ -472,6 +566,19 @@ class Hub:
                 for viewer in list(channel.viewers):
                     viewer.close()
                 channel.viewers.clear()
+
+
+def _confirm(pubsub: Any, wanted: int, timeout: float = 2.0) -> None:
+    """Wait for Redis to confirm ``wanted`` subscriptions (a hung node never does)."""
+    deadline = time.monotonic() + timeout
+    confirmed = 0
+    while confirmed < wanted:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RedisTimeoutError("the subscription was not confirmed in time")
+        message = pubsub.get_message(timeout=left)
+        if message is not None and message.get("type") in ("psubscribe", "ssubscribe", "subscribe"):
+            confirmed += 1
 
 
 def configure_worker(worker_connections: int) -> None:
@@ -637,5 +744,6 @@ def init_app(app: Flask) -> None:
         app.config["EVENTS_MIN_INTERVAL"],
         app.config["EVENTS_HEARTBEAT"],
         app.config["STREAMS_PER_WORKER"],
+        "sharded" if app.extensions["undersign.store"].sharded else "classic",
     )
     app.register_blueprint(bp)

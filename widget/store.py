@@ -73,6 +73,7 @@ confirmation mail's queue is ``jobs``'s).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -84,6 +85,15 @@ from typing import Any, Literal
 
 from redis import Redis
 from redis.cluster import RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .surge import BASELINE_HOURS, WINDOW_BUCKETS, Arrivals, Surge, assess
 from .tlog.entries import (
@@ -793,6 +803,18 @@ class EndorseResult:
     retry_after: int = 0
 
 
+class NotDurable(RuntimeError):
+    """The write happened on the master, but fewer replicas than
+    ``WIDGET_REDIS_WAIT_REPLICAS`` confirmed it within the timeout: should the master die
+    now, it may be lost. Not acknowledged; a retry is a duplicate (kept) or a fresh count
+    (lost), never a second count."""
+
+    def __init__(self, status: str, confirmed: int) -> None:
+        super().__init__(f"{status}, confirmed by {confirmed} replicas")
+        self.status = status
+        self.confirmed = confirmed
+
+
 @dataclass(frozen=True)
 class PendingEndorsement:
     """An endorsement waiting for its owner to confirm it by email: what ``Endorsement``
@@ -944,11 +966,26 @@ class BulkResult:
 class Store:
     """Statements' counts and endorsements in Redis, through atomic scripts."""
 
-    def __init__(self, redis: RedisClient, prefix: str = "us", surge_floor: int = 30) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        prefix: str = "us",
+        surge_floor: int = 30,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
+        sharded: bool | None = None,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.surge_floor = surge_floor
-        self._endorse = redis.register_script(ENDORSE_LUA)
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        # Sharded pub/sub: the scripts announce counts with SPUBLISH, which stays within
+        # the statement's shard of a cluster (its channel carries the statement's tag).
+        # Unsaid: sharded on a cluster, classic otherwise (WIDGET_REDIS_PUBSUB=auto).
+        self.sharded = isinstance(redis, RedisCluster) if sharded is None else sharded
+        self._endorse = redis.register_script(self._publishing(ENDORSE_LUA))
         self._scripts: dict[str, Any] = {}
         self._surges: dict[str, tuple[float, Surge]] = {}
 
@@ -964,6 +1001,9 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------
     def ping(self) -> bool:
+        """Redis answers; on a cluster, every master does (each holds some statements)."""
+        if isinstance(self.redis, RedisCluster):
+            return bool(self.redis.ping(target_nodes=RedisCluster.PRIMARIES))
         return bool(self.redis.ping())
 
     def count(self, statement_id: str) -> int:
@@ -1301,8 +1341,53 @@ class Store:
     def _script(self, name: str, source: str) -> Any:
         script = self._scripts.get(name)
         if script is None:
-            script = self._scripts[name] = self.redis.register_script(source)
+            script = self._scripts[name] = self.redis.register_script(self._publishing(source))
         return script
+
+    def _publishing(self, source: str) -> str:
+        if self.sharded:
+            return source.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
+        return source
+
+    # -- durability (WIDGET_REDIS_WAIT_REPLICAS) ----------------------------------------
+    def _durable(self, script: Any, keys: list[Any], args: list[Any], wanted: set[str]) -> Any:
+        """Run ``script``; with ``wait_replicas``, follow it with ``WAIT`` on the same
+        connection (a pipeline to the node serving the keys' slot), and raise
+        ``NotDurable`` when the script's status is in ``wanted`` but fewer replicas than
+        asked confirmed it in time. Without it, exactly ``script(keys, args)``."""
+        if not self.wait_replicas:
+            return script(keys=keys, args=args)
+        client: Any = self.redis
+        for attempt in range(3):
+            if isinstance(self.redis, RedisCluster):
+                node = self.redis.get_node_from_key(keys[0])  # type: ignore[no-untyped-call]
+                client = self.redis.get_redis_connection(node)
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            try:
+                result, confirmed = pipe.execute()
+            except NoScriptError:  # a new node (a failover, a restart) has no script cache
+                client.script_load(script.script)
+                continue
+            except (MovedError, AskError, TryAgainError):  # the slot moved: ask again
+                self._refresh_slots()
+                if attempt == 2:
+                    raise
+                continue
+            except (RedisConnectionError, RedisTimeoutError, ClusterDownError):
+                self._refresh_slots()
+                raise
+            status = _text(result[0])
+            if status in wanted and int(confirmed) < self.wait_replicas:
+                raise NotDurable(status, int(confirmed))
+            return result
+        raise NoScriptError("the script could not be loaded")
+
+    def _refresh_slots(self) -> None:
+        if isinstance(self.redis, RedisCluster):
+            with contextlib.suppress(Exception):  # all nodes unreachable: a 503 anyway
+                self.redis.nodes_manager.initialize()
 
     # -- writes ----------------------------------------------------------------------
     def endorse(
@@ -1361,7 +1446,8 @@ class Store:
         arrival_keys, arrival_args = self._arrivals(statement_id, now)
         keys += arrival_keys
         args += arrival_args
-        status, count, detail, retry_after = self._endorse(keys=keys, args=args)
+        found = self._durable(self._endorse, keys, args, {"counted", "duplicate"})
+        status, count, detail, retry_after = found
         status = _text(status)
         return EndorseResult(
             status=status,  # type: ignore[arg-type]
@@ -1474,8 +1560,8 @@ class Store:
             ]
             tier_keys, tier_args = self._tier_windows(statement_id, guard, now_ms)
             script = self._script("pending", PENDING_LUA)
-            status, count, detail, retry_after = script(
-                keys=keys + tier_keys, args=args + tier_args
+            status, count, detail, retry_after = self._durable(
+                script, keys + tier_keys, args + tier_args, {"pending"}
             )
             if _text(status) != "retry":
                 break
@@ -1561,7 +1647,8 @@ class Store:
             *arrival_args,
         ]
         script = self._script("confirm", CONFIRM_LUA)
-        status, count, detail = script(keys=keys + arrival_keys, args=args)
+        found = self._durable(script, keys + arrival_keys, args, {"counted"})
+        status, count, detail = found
         status = _text(status)
         gone = ""
         if status == "gone":
@@ -1656,7 +1743,8 @@ class Store:
         keys.append(self._who_key(statement_id, self._record_of(statement_id, entry_id)))
         keys.append(self.key(statement_id, "state"))
         args = [entry_id, mode, record, self.channel(statement_id), *map(_pack, template.pieces)]
-        status, count = self._script("moderate", MODERATE_LUA)(keys=keys, args=args)
+        script = self._script("moderate", MODERATE_LUA)
+        status, count = self._durable(script, keys, args, {"changed"})
         if _text(status) == "missing":
             raise KeyError(entry_id)
         if _text(status) == "unready":
@@ -1728,7 +1816,8 @@ class Store:
         keys += [who, self._seen_key(statement_id, private[:16]), self.key(statement_id, "state")]
         template = moderation_template("withdraw", _minute(time.time()))
         args = [receipt.entry_id, self.channel(statement_id), *map(_pack, template.pieces)]
-        status, count = self._script("withdraw", WITHDRAW_LUA)(keys=keys, args=args)
+        script = self._script("withdraw", WITHDRAW_LUA)
+        status, count = self._durable(script, keys, args, {"withdrawn"})
         if _text(status) == "unready":
             raise LogNotReady(statement_id)
         return ("withdrawn", int(count))
