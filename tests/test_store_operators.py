@@ -338,19 +338,25 @@ def test_bulk_strike_and_undo_in_many_batches_under_concurrent_endorsements(
 
     def endorsing_meanwhile(step: Any) -> Any:
         stop = threading.Event()
+        # The step starts once every thread has counted one (a cluster client takes a
+        # moment to learn the slots; the step must not finish before they begin).
+        running = threading.Barrier(5)
 
         def keep_endorsing(worker: int) -> None:
             own = Store(redis_server.client())
             n = 0
-            while not stop.is_set():
+            while not n or not stop.is_set():
                 own.endorse(SID, Endorsement(f"new-{worker}-{len(added)}-{n}", "New", "KZ", OTHER))
                 n += 1
+                if n == 1:
+                    running.wait(timeout=30)
             added.append(n)
 
         threads = [threading.Thread(target=keep_endorsing, args=(w,)) for w in range(4)]
         for t in threads:
             t.start()
         try:
+            running.wait(timeout=30)
             return step()
         finally:
             stop.set()
