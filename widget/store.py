@@ -494,6 +494,21 @@ return 1
 )
 
 
+# The keys MODERATE_LUA and WITHDRAW_LUA take first, in this order.
+MODERATION_KEYS = (
+    "count",
+    "log",
+    "by_source",
+    "by_country",
+    "tl:m",
+    "tl:h",
+    "tl:d",
+    "struck",
+    "tlog",
+    "legacy_i",
+)
+
+
 # Strike or un-strike one logged endorsement atomically: the count, every breakdown and
 # the timeline buckets of its time follow, the transparency log gets the entry, and the
 # new count is published. Idempotent: striking a struck one changes nothing.
@@ -1725,21 +1740,7 @@ class Store:
     ) -> tuple[bool, int]:
         if not ENTRY_ID.fullmatch(entry_id):
             raise KeyError(entry_id)
-        keys = [
-            self.key(statement_id, name)
-            for name in (
-                "count",
-                "log",
-                "by_source",
-                "by_country",
-                "tl:m",
-                "tl:h",
-                "tl:d",
-                "struck",
-                "tlog",
-                "legacy_i",
-            )
-        ]
+        keys = [self.key(statement_id, name) for name in MODERATION_KEYS]
         keys.append(self._who_key(statement_id, self._record_of(statement_id, entry_id)))
         keys.append(self.key(statement_id, "state"))
         args = [entry_id, mode, record, self.channel(statement_id), *map(_pack, template.pieces)]
@@ -1798,21 +1799,7 @@ class Store:
         record = self._record_of(statement_id, receipt.entry_id)
         who = self._who_key(statement_id, record)
         private: Any = (record and self.redis.hget(who, record)) or b""
-        keys = [
-            self.key(statement_id, name)
-            for name in (
-                "count",
-                "log",
-                "by_source",
-                "by_country",
-                "tl:m",
-                "tl:h",
-                "tl:d",
-                "struck",
-                "tlog",
-                "legacy_i",
-            )
-        ]
+        keys = [self.key(statement_id, name) for name in MODERATION_KEYS]
         keys += [who, self._seen_key(statement_id, private[:16]), self.key(statement_id, "state")]
         template = moderation_template("withdraw", _minute(time.time()))
         args = [receipt.entry_id, self.channel(statement_id), *map(_pack, template.pieces)]
