@@ -194,7 +194,9 @@ def test_demo_page_holds_one_stream_and_takes_an_endorsement(
         page.locator("iframe").nth(i).scroll_into_view_if_needed()
         docs.append(widget_frame(page, i))
     wait_for_roles(docs)
-    assert streams.urls == [f"{live_service.url}/api/v1/events?statements={STATEMENT}"]
+    # One stream open at any time (a leader starved of CPU for seconds may be replaced,
+    # and its successor opens the next one: never two at once).
+    assert set(streams.urls) == {f"{live_service.url}/api/v1/events?statements={STATEMENT}"}
     assert streams.most == 1
     wait_for(lambda: open_streams(live_service) == 1, timeout=3, what="the stream to open")
 
@@ -207,7 +209,7 @@ def test_demo_page_holds_one_stream_and_takes_an_endorsement(
     assert answered is not None and answered - clicked < 2000, answered and answered - clicked
     lags = [t - answered for t in wait_shown(docs, 1)]
     assert len(lags) == total and max(lags) < 1000, lags
-    assert streams.most == 1 and len(streams.urls) == 1
+    assert streams.most == 1
     assert open_streams(live_service) == 1
     assert console.problems(live_service.url) == []
     context.close()
@@ -233,7 +235,7 @@ def test_thirty_tabs_share_one_stream_per_partition(
     # share one leader, and the hosted pages (first party) another. (Playwright turns
     # that partitioning off: then one leader serves all. test_partitions_elect_apart.)
     leaders = wait_for_roles(first_party, allied)
-    assert len(streams.urls) == leaders and streams.most == leaders, streams.urls
+    assert streams.most == leaders, streams.urls
     wait_for(lambda: open_streams(live_service) == leaders, timeout=3, what="the streams")
 
     last = allied[-2]  # the last tab's full widget
@@ -280,7 +282,7 @@ def test_partitions_elect_a_leader_each(
         doc.wait_for_selector("[data-count]", state="attached")
     # The ally's widgets cannot hear the hosted pages: a leader (and a stream) each.
     assert wait_for_roles(first_party, allied) == 2
-    assert len(streams.urls) == 2 and streams.most == 2
+    assert streams.most == 2, streams.urls
     wait_for(lambda: open_streams(live_service) == 2, timeout=3, what="two streams")
     endorse_via_api(live_service, name="Partitioned", email="partitioned@example.org")
     posted = time.time() * 1000
