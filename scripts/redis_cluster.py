@@ -62,11 +62,22 @@ def _port_free(port: int) -> bool:
         return True
 
 
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out to outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_base_port(nodes: int = NODES) -> int:
-    """A base port P with P..P+n-1 and their bus ports (+10000) all free."""
+    """A base port P with P..P+n-1 and their bus ports (+10000) all free, all below the
+    kernel's ephemeral range: a node killed and started again must find its port still
+    free, and any outgoing connection (a client of another test) could take one in it."""
     rng = random.Random()
+    high = min(55000, _ephemeral_low()) - 10000 - nodes
     for _ in range(200):
-        base = rng.randrange(20000, 55000 - nodes)
+        base = rng.randrange(min(10000, high - 1000), high)
         ports = [base + i for i in range(nodes)] + [base + 10000 + i for i in range(nodes)]
         if all(_port_free(p) for p in ports):
             return base

@@ -47,6 +47,17 @@ def store_state(redis: Redis, statement: str = STATEMENT) -> StoreState:
     )
 
 
+# What background sealing writes on its own schedule (the first checkpoint of an empty
+# log, a re-signed one, the lease): no request's doing.
+SEALING = (b":tlog:head", b":tlog:status", b":tree:", b":lease:")
+
+
+def statement_keys(redis: Redis, statement: str, skip: tuple[bytes, ...] = ()) -> dict[bytes, Any]:
+    """Every key of a statement with its DUMP, less what sealing writes and ``skip``."""
+    keys = redis.scan_iter(f"us:{{{statement}}}:*")
+    return {k: redis.dump(k) for k in keys if not any(s in k for s in SEALING + skip)}
+
+
 def seen_hmacs(redis: Redis, statement: str = STATEMENT) -> list[str]:
     """Every email HMAC dedup holds, as hex: the buckets' binary ones (16 bytes) and the
     older hex ones."""

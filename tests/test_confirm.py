@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from checks import person, store_state, wait_until
+from checks import person, statement_keys, store_state, wait_until
 from conftest import ADMIN_TOKEN, ALLY, CONFIRMING, MAIL_FROM, SECRET, write_confirming_statement
 from flask import Flask
 from flask.testing import FlaskClient
@@ -160,14 +160,14 @@ def test_endorse_then_mail_then_confirm(
     assert "Person 1" not in text + html  # nothing the endorser typed, not even the name
 
     # A GET (a mail scanner, a link preview) changes nothing, however often.
-    before = {k: redis_client.dump(k) for k in redis_client.scan_iter(f"us:{{{CONFIRMING}}}:*")}
+    before = statement_keys(redis_client, CONFIRMING)
     for _ in range(3):
         page = client.get(path_of(link))
         assert page.status_code == 200
         assert page.headers["Cache-Control"] == "no-store"
         assert page.headers["Referrer-Policy"] == "same-origin"
         assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
-    after = {k: redis_client.dump(k) for k in redis_client.scan_iter(f"us:{{{CONFIRMING}}}:*")}
+    after = statement_keys(redis_client, CONFIRMING)
     assert after == before
     html_page = page.get_data(as_text=True)
     assert '<html lang="ru"' in html_page
