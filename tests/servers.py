@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -50,6 +51,22 @@ def free_port() -> int:
         return port
 
 
+def restartable_port() -> int:
+    """A free port for a server that tests kill and start again on it: below the
+    kernel's ephemeral range (and below the local clusters' ports), so that no outgoing
+    connection of another test takes it while the server is down."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(5000, 10000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 def wait_for(check: object, timeout: float = 15.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,7 +84,7 @@ class RedisServer:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = free_port()
+        self.port = restartable_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
