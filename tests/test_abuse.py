@@ -100,7 +100,18 @@ def expired_payload() -> str:
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "empty", "garbage", "not-json", "forged", "expired", "tampered", "other-statement"],
+    [
+        "missing",
+        "empty",
+        "garbage",
+        "not-json",
+        "json-list",
+        "wrong-shape",
+        "forged",
+        "expired",
+        "tampered",
+        "other-statement",
+    ],
 )
 def test_every_bad_solution_is_422_and_changes_nothing(
     make_app: MakeApp, redis_client: Redis, tmp_path: Path, case: str
@@ -113,6 +124,8 @@ def test_every_bad_solution_is_422_and_changes_nothing(
         "empty": "",
         "garbage": "not base64 at all!",
         "not-json": base64.b64encode(b"hello").decode(),
+        "json-list": base64.b64encode(b"[1, 2]").decode(),
+        "wrong-shape": base64.b64encode(b'{"challenge": 1, "solution": "x"}').decode(),
         # Solved, but signed by another service.
         "forged": solve(ProofOfWork("another-secret-0123456789abcdef", 1).challenge(STATEMENT)),
         "expired": expired_payload(),

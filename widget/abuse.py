@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from disposable_email_domains import blocklist as DISPOSABLE_DOMAINS
+from email_validator import ValidatedEmail
 from limits import parse_many
 
 from .store import Tier, Window
@@ -80,8 +81,11 @@ class CanonicalEmail:
     legacy: str
 
 
-def canonical_email(raw: str) -> CanonicalEmail:
-    checked = checked_email(raw)
+def canonical_email(raw: str, checked: ValidatedEmail | None = None) -> CanonicalEmail:
+    """``raw`` in the form that decides who is the same person; ``checked`` is ``raw`` as
+    ``validation.checked_email`` read it already, if it did."""
+    if checked is None:
+        checked = checked_email(raw)
     if checked is None:
         raise EmailError("Enter a valid email address.")
     local, domain = checked.local_part.lower(), checked.ascii_domain.lower()

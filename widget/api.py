@@ -242,7 +242,7 @@ def record_endorsement(
     if blocks.match_address(request.remote_addr or ""):
         raise blocked("network")
     try:
-        email = canonical_email(data.email)
+        email = canonical_email(data.email, data.checked)
     except EmailError as exc:
         raise invalid({"email": str(exc)}) from None
     if blocks.match_domain(email.domain):

@@ -71,8 +71,12 @@ class ProofOfWork:
             raise PowError("Solve the proof-of-work challenge first (field 'altcha').")
         if len(payload) > MAX_PAYLOAD:
             raise PowError("The proof-of-work solution is malformed.")
+        try:  # parsed once, here, then checked by the library
+            parsed = altcha.Payload.from_base64(payload.strip())
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            raise PowError("The proof-of-work solution is malformed.") from None
         result = altcha.verify_solution(
-            payload.strip(), hmac_secret=self._sign_key, hmac_key_secret=self._key_key
+            parsed, hmac_secret=self._sign_key, hmac_key_secret=self._key_key
         )
         if result.expired:
             raise PowError("The proof-of-work challenge expired; solve a new one.")
@@ -83,7 +87,7 @@ class ProofOfWork:
         if not result.verified:
             raise PowError("The proof-of-work solution is wrong.")
         # Signed, so these are ours; read them only now.
-        parameters = altcha.Payload.from_base64(payload.strip()).challenge.parameters
+        parameters = parsed.challenge.parameters
         data = parameters.data if isinstance(parameters.data, dict) else {}
         if data.get("statement") != statement_id:
             raise PowError("The proof-of-work challenge is for another statement.")

@@ -204,13 +204,15 @@ end
 _TIERS = """
 local function tier_windows(now_ms, n_windows, key0, arg0)
   local windows = {}
+  if n_windows == 0 then return windows end
+  local counts = redis.call('MGET', unpack(KEYS, key0, key0 + n_windows * 2 - 1))
   for w = 0, n_windows - 1 do
     local a = arg0 + w * 4
     local amount, span = tonumber(ARGV[a]), tonumber(ARGV[a + 1]) * 1000
     local index = math.floor(now_ms / span)
-    local cur, prev = KEYS[key0 + w * 2], KEYS[key0 + 1 + w * 2]
-    local c = tonumber(redis.call('GET', cur) or '0')
-    local p = tonumber(redis.call('GET', prev) or '0')
+    local cur = KEYS[key0 + w * 2]
+    local c = tonumber(counts[w * 2 + 1] or '0')
+    local p = tonumber(counts[w * 2 + 2] or '0')
     local elapsed = now_ms - index * span
     -- The estimate of the last span's count: this window's, plus the previous window's
     -- share of the span that is still inside it.
@@ -229,8 +231,8 @@ local function tier_windows(now_ms, n_windows, key0, arg0)
 end
 local function consume(windows, all)
   for _, w in ipairs(windows) do
-    if all or w[3] then
-      redis.call('INCR', w[1])
+    -- A window's key expires at the same time whoever counts in it: set it once.
+    if (all or w[3]) and redis.call('INCR', w[1]) == 1 then
       redis.call('EXPIREAT', w[1], w[2])
     end
   end
@@ -246,25 +248,30 @@ _RECORD = (
     _TLOG
     + """
 local function record(k, e)
-  -- The id: the minute and a sequence number, after the last id the stream ever gave
-  -- (a withdrawn entry's id is deleted with it, but never given again).
-  local entry = e.minute_ms .. '-0'
-  if redis.call('EXISTS', k.log) == 1 then
-    local info = redis.call('XINFO', 'STREAM', k.log)
-    for j = 1, #info, 2 do
-      if info[j] == 'last-generated-id' then
-        local ms, seq = string.match(info[j + 1], '^(%d+)-(%d+)$')
-        if tonumber(ms) >= e.minute_ms then entry = ms .. '-' .. (tonumber(seq) + 1) end
-      end
-    end
-  end
   local i = redis.call('LLEN', k.tlog)
   local fields = {'s', e.source, 'p', e.public, 'i', i, 'r', e.record}
   if e.confirmed then
     fields[#fields + 1] = 'k'
     fields[#fields + 1] = '1'
   end
-  local id = redis.call('XADD', k.log, entry, unpack(fields))
+  -- The id: the minute and a sequence number, after the last id the stream ever gave
+  -- (a withdrawn entry's id is deleted with it, but never given again). Redis 7 numbers
+  -- within the minute itself; when the stream's last id is later than this minute (or on
+  -- Redis 6, which cannot), the id follows that last one.
+  local id = redis.pcall('XADD', k.log, e.minute_ms .. '-*', unpack(fields))
+  if type(id) == 'table' then
+    local entry = e.minute_ms .. '-0'
+    if redis.call('EXISTS', k.log) == 1 then
+      local info = redis.call('XINFO', 'STREAM', k.log)
+      for j = 1, #info, 2 do
+        if info[j] == 'last-generated-id' then
+          local ms, seq = string.match(info[j + 1], '^(%d+)-(%d+)$')
+          if tonumber(ms) >= e.minute_ms then entry = ms .. '-' .. (tonumber(seq) + 1) end
+        end
+      end
+    end
+    id = redis.call('XADD', k.log, entry, unpack(fields))
+  end
   append(k.tlog, e.head, e.tail)
   redis.call('HSET', k.commits, e.commit, i .. ' ' .. id)
   redis.call('HSET', k.seen, e.hmac, '1')

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
@@ -104,6 +104,8 @@ class EndorsementInput:
     public: bool
     source: str
     lang: str = ""  # the language of the statement text shown, when the page says
+    # The address as email-validator read it while validating, so it is read only once.
+    checked: ValidatedEmail | None = field(default=None, compare=False, repr=False)
 
 
 def has_control_chars(text: str) -> bool:
@@ -211,6 +213,7 @@ def validate_endorsement(body: Any) -> EndorsementInput | dict[str, str]:
         errors["name"] = NAME_MESSAGES[problem]
 
     email = body.get("email")
+    checked = None
     if not isinstance(email, str) or not email.strip():
         errors["email"] = "Enter your email address."
     elif (
@@ -218,7 +221,7 @@ def validate_endorsement(body: Any) -> EndorsementInput | dict[str, str]:
         or not _EMAIL.search(email)
         or _SPECIAL_USE.search(email)
         or _SURROGATES.search(email)
-        or checked_email(email) is None
+        or (checked := checked_email(email)) is None
     ):
         errors["email"] = "Enter a valid email address."
 
@@ -255,6 +258,7 @@ def validate_endorsement(body: Any) -> EndorsementInput | dict[str, str]:
         public=bool(public),
         source=source.strip(),
         lang=lang.strip(),
+        checked=checked,
     )
 
 
