@@ -303,6 +303,14 @@ def test_own_origin_needs_no_allowlist(client: FlaskClient, redis_client: Redis)
     assert store_state(redis_client).by_source == {"direct": 1}
 
 
+def test_own_origin_on_an_internationalised_host(client: FlaskClient, redis_client: Redis) -> None:
+    # Browsers send the Punycode form of the host in Origin, as they do in Host.
+    host = "xn--bcher-kva.example"
+    response = client.post(URL, json=person(1), headers={"Host": host, "Origin": f"http://{host}"})
+    assert response.status_code == 201, response.get_json()
+    assert store_state(redis_client).by_source == {"direct": 1}
+
+
 def test_public_url_origin_is_own(make_app: MakeApp, redis_client: Redis) -> None:
     client = make_app(PUBLIC_URL="https://sign.example.org").test_client()
     response = client.post(URL, json=person(1), headers={"Origin": "https://sign.example.org"})

@@ -7,6 +7,8 @@ value of every type in every database is dumped and searched.
 
 from __future__ import annotations
 
+import ipaddress
+import random
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +22,7 @@ from flask import Flask
 from redis import Redis
 from servers import Gunicorn, RedisServer
 
-from widget.abuse import CLIENT_PREFIXES, network_of
+from widget.abuse import CLIENT_PREFIXES, NETWORK_PREFIXES, network_of, networks_of
 from widget.privacy import DAY, SALT_GRACE, DailySalt
 from widget.store import Store
 
@@ -268,3 +270,25 @@ def test_limiters_keep_counters_not_request_times(make_app: MakeApp, redis_clien
     for key in limiter:
         value = redis_client.get(key)
         assert value is not None and value.isdigit(), (key, value)  # a count, nothing else
+
+
+def test_networks_are_written_as_ipaddress_writes_them() -> None:
+    # The tiers' keys are keyed hashes of these strings: their form must not drift.
+    rng = random.Random(7)
+    for _ in range(2000):
+        v4 = ipaddress.IPv4Address(rng.getrandbits(32))
+        v6 = ipaddress.IPv6Address(rng.getrandbits(128))
+        for ip in (v4, v6, ipaddress.IPv6Address(f"::ffff:{v4}")):
+            plain = (
+                ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
+            )
+            wanted = tuple(
+                str(
+                    ipaddress.ip_network(
+                        f"{plain}/{p[0] if plain.version == 4 else p[1]}", strict=False
+                    )
+                )
+                for p in (CLIENT_PREFIXES, NETWORK_PREFIXES)
+            )
+            assert networks_of(str(ip), CLIENT_PREFIXES, NETWORK_PREFIXES) == wanted
+    assert networks_of("unknown", CLIENT_PREFIXES, NETWORK_PREFIXES) == ("unknown", "unknown")

@@ -115,14 +115,22 @@ def windows(spec: str) -> tuple[Window, ...]:
 def network_of(address: str, prefixes: Sequence[int]) -> str:
     """The IPv4 or IPv6 network around ``address`` with the prefix for its family (an
     IPv4-mapped IPv6 address counts as IPv4); anything else stays as it is."""
-    try:
-        ip = ipaddress.ip_address(address.strip())
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    prefix = prefixes[0] if ip.version == 4 else prefixes[1]
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+    return networks_of(address, prefixes)[0]
+
+
+def networks_of(address: str, *prefix_pairs: Sequence[int]) -> tuple[str, ...]:
+    """``network_of`` for each pair of prefixes, reading the address once; each network
+    is written as ``ipaddress`` writes it (``198.51.100.0/24``, ``2001:db8::/48``)."""
+    ip = _client_ip(address)
+    if ip is None:
+        return tuple(address for _ in prefix_pairs)
+    bits, value = ip.max_prefixlen, int(ip)
+    networks = []
+    for pair in prefix_pairs:
+        prefix = pair[0] if ip.version == 4 else pair[1]
+        host_bits = bits - prefix
+        networks.append(f"{type(ip)(value >> host_bits << host_bits)}/{prefix}")
+    return tuple(networks)
 
 
 @dataclass(frozen=True)

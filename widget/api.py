@@ -24,7 +24,7 @@ from .abuse import (
     EmailError,
     canonical_email,
     is_disposable,
-    network_of,
+    networks_of,
     tiers,
 )
 from .bodies import loads_json
@@ -196,12 +196,14 @@ def get_salt() -> DailySalt:
 
 def address_tiers(source: str) -> tuple[Tier, ...]:
     """The rate-limit tiers of this request's client (hashed under the day's salt)."""
-    address = request.remote_addr or "unknown"
+    client, network = networks_of(
+        request.remote_addr or "unknown", CLIENT_PREFIXES, NETWORK_PREFIXES
+    )
     salt = get_salt()
     return tiers(
         current_app.extensions["undersign.tier_limits"],
-        client=salt.hash(network_of(address, CLIENT_PREFIXES)),
-        network=salt.hash(network_of(address, NETWORK_PREFIXES)),
+        client=salt.hash(client),
+        network=salt.hash(network),
         source=source,
     )
 

@@ -66,8 +66,10 @@ def get_allowlist() -> Allowlist:
 
 
 def own_origins() -> set[str]:
-    """The service's own origin as this request sees it, and as WIDGET_PUBLIC_URL says."""
-    origins = {request.host_url.rstrip("/").lower()}
+    """The service's own origin as this request sees it, and as WIDGET_PUBLIC_URL says.
+    The host stays as the request names it (``request.host_url`` would turn Punycode into
+    Unicode, which no browser's ``Origin`` carries)."""
+    origins = {f"{request.scheme}://{request.host}".lower()}
     public = public_origin(current_app.config["PUBLIC_URL"])
     if public:
         origins.add(public)

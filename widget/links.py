@@ -8,8 +8,10 @@ from flask import current_app, request
 
 
 def base_url() -> str:
+    """``WIDGET_PUBLIC_URL``, or the scheme and host of this request, the host as the
+    request names it (an internationalised one in Punycode, as browsers send it)."""
     public: str = current_app.config["PUBLIC_URL"]
-    return public or request.host_url.rstrip("/")
+    return public or f"{request.scheme}://{request.host}"
 
 
 def absolute(path: str) -> str:
