@@ -53,8 +53,8 @@ class TrustedProxies:
     def __iter__(self) -> Iterator[IPNetwork]:
         return iter(self.networks)
 
-    def trusts(self, address: str | None) -> bool:
-        ip = parse_address(address)
+    def trusts(self, address: str | IPAddress | None) -> bool:
+        ip = address if isinstance(address, IPAddress) else parse_address(address)
         return ip is not None and any(ip in network for network in self.networks)
 
 
@@ -139,7 +139,7 @@ class ForwardedMiddleware:
             if address is None:
                 break  # garbage: keep the last address a trusted proxy vouched for
             client = str(address)
-            if not self.proxies.trusts(client):
+            if not self.proxies.trusts(address):
                 break
         return client
 
