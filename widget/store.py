@@ -501,7 +501,8 @@ return 1
 )
 
 
-# The keys MODERATE_LUA and WITHDRAW_LUA take first, in this order.
+# The keys every moderation script (MODERATE_LUA, WITHDRAW_LUA, the bulk ones) takes
+# first, in this order; _MODERATION_KEYS names them in Lua.
 MODERATION_KEYS = (
     "count",
     "log",
@@ -514,6 +515,11 @@ MODERATION_KEYS = (
     "tlog",
     "legacy_i",
 )
+_MODERATION_KEYS = """
+local count_key, log, by_source, by_country = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local tl_m, tl_h, tl_d, struck = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local tlog, legacy_i = KEYS[9], KEYS[10]
+"""
 
 
 # Strike or un-strike one logged endorsement atomically: the count, every breakdown and
@@ -522,10 +528,9 @@ MODERATION_KEYS = (
 MODERATE_LUA = (
     _TLOG
     + _MOVE
+    + _MODERATION_KEYS
     + """
-local count_key, log, by_source, by_country = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local tl_m, tl_h, tl_d, struck = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local tlog, legacy_i, who, state = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local who, state = KEYS[11], KEYS[12]
 local id, mode, record, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local head, middle, tail = ARGV[5], ARGV[6], ARGV[7]
 local current = tonumber(redis.call('GET', count_key) or '0')
@@ -560,11 +565,9 @@ return {'changed', count}
 WITHDRAW_LUA = (
     _TLOG
     + _MOVE
+    + _MODERATION_KEYS
     + """
-local count_key, log, by_source, by_country = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local tl_m, tl_h, tl_d, struck = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local tlog, legacy_i, who, seen = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
-local state = KEYS[13]
+local who, seen, state = KEYS[11], KEYS[12], KEYS[13]
 local id, channel, head, middle, tail = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local current = tonumber(redis.call('GET', count_key) or '0')
 if redis.call('HGET', state, 'tlog') ~= 'ready' then return {'unready', current} end
@@ -650,10 +653,9 @@ return 1
 BULK_STRIKE_LUA = (
     _TLOG
     + _MOVE
+    + _MODERATION_KEYS
     + """
-local count_key, log, by_source, by_country = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local tl_m, tl_h, tl_d, struck = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local tlog, legacy_i, state, members = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local state, members = KEYS[11], KEYS[12]
 local record, channel, head, middle, tail = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local count = tonumber(redis.call('GET', count_key) or '0')
 if redis.call('HGET', state, 'tlog') ~= 'ready' then return {'unready', 0, count} end
@@ -682,11 +684,9 @@ return {'changed', n, count}
 BULK_UNDO_LUA = (
     _TLOG
     + _MOVE
+    + _MODERATION_KEYS
     + """
-local count_key, log, by_source, by_country = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local tl_m, tl_h, tl_d, struck = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local tlog, legacy_i, state, members = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
-local meta = KEYS[13]
+local state, members, meta = KEYS[11], KEYS[12], KEYS[13]
 local bulk, channel, head, middle, tail = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local count = tonumber(redis.call('GET', count_key) or '0')
 if redis.call('HGET', state, 'tlog') ~= 'ready' then return {'unready', 0, count} end
@@ -1818,9 +1818,8 @@ class Store:
 
     # -- bulk moderation ---------------------------------------------------------------
     def _bulk_keys(self, statement_id: str, bulk_id: str) -> list[str]:
-        names = ("count", "log", "by_source", "by_country", "tl:m", "tl:h", "tl:d", "struck")
-        keys = [self.key(statement_id, name) for name in names]
-        keys += [self.key(statement_id, n) for n in ("tlog", "legacy_i", "state")]
+        keys = [self.key(statement_id, name) for name in MODERATION_KEYS]
+        keys.append(self.key(statement_id, "state"))
         keys.append(self.key(statement_id, f"bulk:{bulk_id}"))
         return keys
 
