@@ -528,13 +528,7 @@ def reason_ok(reason: Any) -> bool:
 
 
 def bulk_problem(errors: dict[str, str]) -> Problem:
-    return Problem(
-        422,
-        "invalid-bulk-strike",
-        "Invalid bulk strike",
-        "Some fields need attention: " + ", ".join(sorted(errors)) + ".",
-        errors=errors,
-    )
+    return Problem.invalid("invalid-bulk-strike", "Invalid bulk strike", errors)
 
 
 def _minute_ms(epoch: float) -> int:
@@ -661,13 +655,7 @@ def current_blocks() -> list[Block]:
 
 
 def block_problem(errors: dict[str, str]) -> Problem:
-    return Problem(
-        422,
-        "invalid-block",
-        "Invalid block",
-        "Some fields need attention: " + ", ".join(sorted(errors)) + ".",
-        errors=errors,
-    )
+    return Problem.invalid("invalid-block", "Invalid block", errors)
 
 
 def parse_block(body: Any, by: str) -> Block:

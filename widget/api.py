@@ -406,13 +406,7 @@ def blocked(what: str) -> Problem:
 
 
 def invalid(errors: dict[str, str]) -> Problem:
-    return Problem(
-        422,
-        "invalid-endorsement",
-        "Invalid endorsement",
-        "Some fields need attention: " + ", ".join(sorted(errors)) + ".",
-        errors=errors,
-    )
+    return Problem.invalid("invalid-endorsement", "Invalid endorsement", errors)
 
 
 def honeypot_answer(statement: Statement) -> tuple[Response, int]:

@@ -54,6 +54,12 @@ class Problem(HTTPException):
         self.extra_headers = headers or {}
         self.extensions = extensions
 
+    @classmethod
+    def invalid(cls, slug: str, title: str, errors: dict[str, str]) -> Problem:
+        """A 422 naming every field that needs attention, with a message for each."""
+        detail = "Some fields need attention: " + ", ".join(sorted(errors)) + "."
+        return cls(422, slug, title, detail, errors=errors)
+
 
 def wants_json() -> bool:
     if request.path.startswith(("/api/", "/healthz", "/metrics", "/static/", "/embed.js")):
