@@ -238,3 +238,18 @@ def test_counts_heard_before_a_new_subscription_are_not_trusted(
     redis_client.publish(store.channel(STATEMENT), 9)  # nobody is listening
     wait_until(lambda: hub.subscribed)
     assert hub.count(STATEMENT) == 9  # not the 5 heard before the subscription came back
+
+
+def test_stop_runs_even_inside_code_that_holds_the_lock(hub: Hub) -> None:
+    # The worker's SIGTERM handler calls stop() in whatever code it interrupts, possibly
+    # code of this hub that holds its lock: stop() must not wait for itself.
+    done = threading.Event()
+
+    def interrupted() -> None:
+        with hub.lock:
+            hub.stop()
+        done.set()
+
+    threading.Thread(target=interrupted, daemon=True).start()
+    assert done.wait(5), "stop() waited for its own lock"
+    assert hub.stopping.is_set()

@@ -24,7 +24,7 @@ from checks import STATEMENT, altcha_for, assert_counted, endorsements_url, pers
 from conftest import CLUSTER, SECRET
 from servers import RedisServer, free_port
 
-from widget.server import EmbeddedRedis
+from widget.server import EmbeddedRedis, MailWorkerProcess
 
 pytestmark = pytest.mark.server
 
@@ -215,3 +215,43 @@ def test_serve_with_redis_url_starts_no_redis(
     assert "Embedded Redis" not in server.output
     assert "WIDGET_PUBLIC_URL is not set" not in server.output
     assert not data_dir.exists() or not any(data_dir.iterdir())
+
+
+def test_serve_stops_when_signals_come_in_a_burst(data_dir: Path) -> None:
+    # Ctrl-C pressed again and again, or `docker stop` while a supervisor also signals: each
+    # signal reaches the handler while the one before may still be in it.
+    env = clean_env(data_dir)
+    embedded = EmbeddedRedis(data_dir)
+    server = Serve(env, workers=1)
+    try:
+        server.wait_ready()
+        for _ in range(40):
+            server.process.send_signal(signal.SIGINT)
+            time.sleep(0.0005)
+    finally:
+        code = server.stop(signal.SIGTERM, timeout=45)
+    assert code in (0, -signal.SIGINT, 128 + signal.SIGINT, 1), server.output
+    assert "Embedded Redis stopped; data kept." in server.output
+    assert not embedded.running()
+
+
+def test_mail_worker_stop_may_run_again_inside_itself() -> None:
+    # stop() runs in serve's signal handler; a second signal's handler can run while the
+    # first is still inside stop(), in the same thread. It must not wait for itself.
+    worker = MailWorkerProcess({})
+    sent: list[int] = []
+
+    class Process:
+        def poll(self) -> int | None:
+            return None
+
+        def send_signal(self, signum: int) -> None:
+            sent.append(signum)
+            if len(sent) == 1:
+                worker.stop()  # the second signal arrives here
+
+    worker.process = Process()  # type: ignore[assignment]
+    done = threading.Event()
+    threading.Thread(target=lambda: (worker.stop(), done.set()), daemon=True).start()
+    assert done.wait(5), "stop() waited for itself"
+    assert sent == [signal.SIGTERM, signal.SIGTERM]

@@ -215,7 +215,10 @@ class Hub:
         self.heartbeat = heartbeat
         self.bell = Bell()
         self.channels = {sid: Channel(sid, self.bell) for sid in statement_ids}
-        self.lock = threading.Lock()
+        # Re-entrant: stop() runs in the worker's SIGTERM handler, which may interrupt
+        # this very greenlet while it holds the lock (or a first stop(), on a second
+        # SIGTERM).
+        self.lock = threading.RLock()
         self.subscribed = False
         self._last_sent: dict[str, float] = {}
         self._scheduled: set[str] = set()

@@ -148,7 +148,9 @@ class MailWorkerProcess:
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
-        self.lock = threading.Lock()
+        # Re-entrant: stop() runs in signal handlers, and a second signal (Ctrl-C again,
+        # or a supervisor's SIGTERM after ours) may interrupt the first one inside it.
+        self.lock = threading.RLock()
         self.thread = threading.Thread(target=self._run, name="mail-worker", daemon=True)
 
     def start(self) -> None:
