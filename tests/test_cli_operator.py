@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from checks import seen_hmacs
+from checks import seen_hmacs, wait_until
 from click.testing import CliRunner
 from conftest import ALLY, SECRET, STATEMENT
 from test_admin import session_cookie_value, sign_in
@@ -211,3 +215,36 @@ def test_strike_bulk_errors(redis_server, redis_client):
         result = CliRunner(env=env).invoke(main, args)
         assert result.exit_code != 0, args
         assert words in result.output, (args, result.output)
+
+
+def test_watch_piped_prints_the_table_again_when_a_count_changes(
+    redis_server, redis_client, client
+):
+    # Through `| tee` or into a service's journal, a table redrawn in place would show
+    # nothing until the end: each change prints the whole table again, at once.
+    env = {
+        **os.environ,
+        "WIDGET_REDIS_URL": redis_server.url,
+        "WIDGET_SECRET_KEY": SECRET,
+        "WIDGET_ALLOWED_ORIGINS": ALLY,
+        "COLUMNS": "120",
+    }
+    command = [str(Path(sys.executable).parent / "undersign"), "watch", "--interval", "0.2"]
+    watcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(watcher.stdout or []), daemon=True).start()
+
+    def shown_counts() -> list[str]:
+        rows = [line for line in lines if STATEMENT in line]
+        return [row.split(STATEMENT, 1)[1].split()[1] for row in rows]
+
+    try:
+        wait_until(lambda: shown_counts() == ["0"], timeout=30)
+        time.sleep(0.6)  # unchanged: not printed again
+        assert shown_counts() == ["0"]
+        body = {"name": "Ana", "email": "ana@example.org", "consent": True}
+        assert client.post(ENDORSE, json=body, headers={"Origin": ALLY}).status_code == 201
+        wait_until(lambda: shown_counts() == ["0", "1"], timeout=5)
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)

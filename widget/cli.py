@@ -7,6 +7,7 @@ settings and talk to its Redis.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -239,21 +240,39 @@ def watch_command(interval: float, once: bool) -> None:
 
     store = get_store()
     registry = get_registry()
+    console = Console()
     if once:
-        Console().print(watch_table(store, registry))
+        console.print(watch_table(store, registry))
         return
     # The service's own live hub: classic or sharded pub/sub as the service uses it, and
     # it resubscribes by itself after a failover.
     mode = "sharded" if store.sharded else "classic"
     hub = Hub(store.redis, store, list(registry.ids()), interval, pubsub_mode=mode)
     hub.ensure_running()
+
+    def changes() -> Iterator[None]:
+        """Wake on a change (at most once per interval), or every interval anyway."""
+        while True:
+            hub.bell.event.wait(interval)
+            time.sleep(0.01)
+            yield
+
     try:
-        with Live(watch_table(store, registry), auto_refresh=False) as live:
-            while True:
-                # Wake on a change (at most one redraw per interval), or redraw anyway.
-                hub.bell.event.wait(interval)
-                time.sleep(0.01)
-                live.update(watch_table(store, registry), refresh=True)
+        if console.is_terminal:
+            with Live(watch_table(store, registry), auto_refresh=False) as live:
+                for _ in changes():
+                    live.update(watch_table(store, registry), refresh=True)
+        else:
+            # Piped or logged (``| tee``, a service's journal): a redraw in place would show
+            # nothing until the end, so the whole table is printed again when it changes.
+            shown = ""
+            for _ in itertools.chain([None], changes()):
+                with console.capture() as capture:
+                    console.print(watch_table(store, registry))
+                if capture.get() != shown:
+                    shown = capture.get()
+                    console.file.write(shown)
+                    console.file.flush()
     except KeyboardInterrupt:
         pass
     finally:
