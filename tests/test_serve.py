@@ -255,3 +255,27 @@ def test_mail_worker_stop_may_run_again_inside_itself() -> None:
     threading.Thread(target=lambda: (worker.stop(), done.set()), daemon=True).start()
     assert done.wait(5), "stop() waited for itself"
     assert sent == [signal.SIGTERM, signal.SIGTERM]
+
+
+def test_two_serves_on_one_data_folder_share_redis_until_the_last_stops(data_dir: Path) -> None:
+    env = clean_env(data_dir)
+    embedded = EmbeddedRedis(data_dir)
+    first = Serve(env, workers=1)
+    second: Serve | None = None
+    try:
+        first.wait_ready()
+        second = Serve(env, workers=1)
+        second.wait_ready()
+        assert "already running" in second.output
+        assert first.stop() == 0, first.output
+        assert "another serve uses it" in first.output
+        # The second still has its Redis: the store answers, a count is read.
+        assert embedded.running()
+        assert http("GET", second.url + "/healthz").status_code == 200
+        assert http("GET", second.url + COUNT).json() == {"id": STATEMENT, "count": 0}
+    finally:
+        first.stop()
+        if second is not None:
+            assert second.stop() == 0, second.output
+    assert second is not None and "Embedded Redis stopped; data kept." in second.output
+    assert not embedded.running()

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from redis import Redis
 from redis.backoff import NoBackoff
@@ -128,6 +129,24 @@ class EmbeddedRedis:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def use(self) -> IO[str]:
+        """Mark this process as one that serves on this Redis (call under ``lock``): a
+        shared lock on ``.redis.users``, held until ``leave``."""
+        handle = open(self.data_dir / ".redis.users", "w")  # noqa: SIM115 - held until leave
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        return handle
+
+    def leave(self, handle: IO[str]) -> bool:
+        """Unmark (call under ``lock``); True when no other process serves on it now."""
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            handle.close()
+        return True
+
 
 def ensure_embedded_redis(data_dir: str | Path) -> str:
     """The URL of the embedded Redis in ``data_dir``, starting it if nothing answers there."""
@@ -190,21 +209,24 @@ def serve(host: str, port: int, workers: int | None) -> int:
     """Run gunicorn (settings from ``gunicorn_conf``) until it exits; return its status.
 
     gunicorn runs as a child process so its master imports nothing of ours before forking
-    the gevent workers. Signals sent to us are passed on; the embedded Redis (when we
-    started it) is shut down after gunicorn has exited, so no acknowledged write is lost.
+    the gevent workers. Signals sent to us are passed on. The embedded Redis is shut down
+    after gunicorn has exited, so no acknowledged write is lost, by the last ``serve``
+    using it: another one on the same data folder (another port) keeps it running.
     """
     from .config import demo_secret
 
     env = dict(os.environ)
     embedded: EmbeddedRedis | None = None
-    started_here = False
+    using: IO[str] | None = None
     if not env.get("WIDGET_REDIS_URL"):
         data_dir = Path(env.get("WIDGET_DATA_DIR", "./var")).expanduser().resolve()
         embedded = EmbeddedRedis(data_dir)
         with embedded.lock():
-            if not embedded.running():
+            if embedded.running():
+                print("Embedded Redis: already running; it stops with the last serve.", flush=True)
+            else:
                 embedded.start()
-                started_here = True
+            using = embedded.use()
         env["WIDGET_REDIS_URL"] = embedded.url
         env["WIDGET_DATA_DIR"] = str(data_dir)
         env.setdefault("WIDGET_SECRET_KEY", demo_secret(data_dir))
@@ -238,6 +260,11 @@ def serve(host: str, port: int, workers: int | None) -> int:
             child.kill()
         worker.stop()
         worker.join()
-        if embedded is not None and started_here:
-            embedded.stop()
-            print("Embedded Redis stopped; data kept.", file=sys.stderr, flush=True)
+        if embedded is not None and using is not None:
+            # Another serve on the same data folder (another port) may still use it.
+            with embedded.lock():
+                if embedded.leave(using):
+                    embedded.stop()
+                    print("Embedded Redis stopped; data kept.", file=sys.stderr, flush=True)
+                else:
+                    print("Embedded Redis left running: another serve uses it.", flush=True)
