@@ -103,6 +103,19 @@ def test_close_and_open(run, client):
     assert client.post(ENDORSE, json=body).status_code == 201
 
 
+def test_export_to_standard_output(redis_server, endorsed, tmp_path):
+    # `-o -` writes the data to standard output (for a pipe), and only the data.
+    env = {"WIDGET_REDIS_URL": redis_server.url, "WIDGET_SECRET_KEY": SECRET}
+    result = CliRunner(env=env).invoke(main, ["export", STATEMENT, "-o", "-"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert sorted(r["name"] for r in rows) == [f"Name {i}" for i in range(len(EMAILS))]
+    assert f"Wrote {len(EMAILS)} endorsements to standard output" in result.stderr
+    assert not (tmp_path / "-").exists() and not Path("-").exists()
+    lines = CliRunner(env=env).invoke(main, ["export", STATEMENT, "--format", "jsonl", "-o", "-"])
+    assert len([json.loads(line) for line in lines.stdout.splitlines()]) == len(EMAILS)
+
+
 def test_watch_once_shows_counts_per_source(run, endorsed):
     lines = run("watch", "--once").splitlines()
     statement_line = next(line for line in lines if STATEMENT in line)

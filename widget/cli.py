@@ -132,10 +132,17 @@ def _known_statement(statement_id: str) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    required=True,
+    help="The file to write, or - for standard output.",
+)
 @with_appcontext
 def export_command(statement_id: str, fmt: str, output: str) -> None:
     """Write STATEMENT_ID's endorsements (no emails, no IPs) to a CSV or JSON Lines file."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from .db import get_store
@@ -144,11 +151,20 @@ def export_command(statement_id: str, fmt: str, output: str) -> None:
     _known_statement(statement_id)
     store = get_store()
     total = store.log_length(statement_id)
+    to_stdout = output == "-"
     with (
         Progress(
-            TextColumn("[bold]Exporting"), BarColumn(), MofNCompleteColumn(), transient=True
+            TextColumn("[bold]Exporting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=Console(stderr=True),  # never mixed into the data on standard output
+            transient=True,
         ) as progress,
-        open(output, "w", encoding="utf-8", newline="") as handle,
+        (
+            click.open_file("-", "w", encoding="utf-8")
+            if to_stdout
+            else open(output, "w", encoding="utf-8", newline="")
+        ) as handle,
     ):
         task = progress.add_task("export", total=total)
 
@@ -159,7 +175,8 @@ def export_command(statement_id: str, fmt: str, output: str) -> None:
 
         for chunk in export_lines(counted(store.log(statement_id)), fmt):
             handle.write(chunk)
-    click.echo(f"Wrote {total} endorsements to {output}")
+    where = "standard output" if to_stdout else output
+    click.echo(f"Wrote {total} endorsements to {where}", err=to_stdout)
 
 
 @click.command("strike")
