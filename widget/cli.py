@@ -286,10 +286,11 @@ def watch_command(interval: float, once: bool) -> None:
             for _ in itertools.chain([None], changes()):
                 with console.capture() as capture:
                     console.print(watch_table(store, registry))
-                if capture.get() != shown:
-                    shown = capture.get()
-                    console.file.write(shown)
+                table = capture.get()
+                if table != shown:
+                    console.file.write(table)
                     console.file.flush()
+                    shown = table
     except KeyboardInterrupt:
         pass
     finally:

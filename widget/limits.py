@@ -29,7 +29,7 @@ from limits import RateLimitItem, parse_many
 from .abuse import CLIENT_PREFIXES, BlockCache, TierLimits, network_of, windows
 from .db import limiter_storage_uri
 from .errors import Problem
-from .links import public_origin
+from .links import public_origin, request_origin
 from .pow import ProofOfWork
 from .privacy import DailySalt, derive_key
 
@@ -66,10 +66,8 @@ def get_allowlist() -> Allowlist:
 
 
 def own_origins() -> set[str]:
-    """The service's own origin as this request sees it, and as WIDGET_PUBLIC_URL says.
-    The host stays as the request names it (``request.host_url`` would turn Punycode into
-    Unicode, which no browser's ``Origin`` carries)."""
-    origins = {f"{request.scheme}://{request.host}".lower()}
+    """The service's own origin as this request sees it, and as WIDGET_PUBLIC_URL says."""
+    origins = {request_origin().lower()}
     public = public_origin(current_app.config["PUBLIC_URL"])
     if public:
         origins.add(public)

@@ -7,11 +7,17 @@ from urllib.parse import urlsplit
 from flask import current_app, request
 
 
+def request_origin() -> str:
+    """The scheme and host of this request, the host as the request names it (an
+    internationalised one in Punycode, as browsers send it in ``Origin``; Werkzeug's
+    ``host_url`` would turn it into Unicode)."""
+    return f"{request.scheme}://{request.host}"
+
+
 def base_url() -> str:
-    """``WIDGET_PUBLIC_URL``, or the scheme and host of this request, the host as the
-    request names it (an internationalised one in Punycode, as browsers send it)."""
+    """``WIDGET_PUBLIC_URL``, or this request's origin."""
     public: str = current_app.config["PUBLIC_URL"]
-    return public or f"{request.scheme}://{request.host}"
+    return public or request_origin()
 
 
 def absolute(path: str) -> str:
