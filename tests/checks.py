@@ -103,6 +103,11 @@ def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> None:
         time.sleep(0.01)
 
 
+def utc_minute() -> str:
+    """The current UTC minute as the transparency log writes it."""
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())
+
+
 def write_statement(folder: Path, statement_id: str, title: str = "A second statement") -> Path:
     """A minimal statement file in ``folder`` (for ``WIDGET_STATEMENTS_DIR``)."""
     folder.mkdir(parents=True, exist_ok=True)
