@@ -13,11 +13,7 @@
       seen.add(el);
       var lang = o.lang || navigator.languages.join(',');
       var lay = o.layout || 'full', c = lay == 'counter', f = d.createElement('iframe');
-      f.src = O + '/embed/' + encodeURIComponent(id) + '?' + new URLSearchParams({
-        lang: lang, theme: o.theme || 'auto', layout: lay, origin: location.origin
-      });
       f.title = T[lang.slice(0, 2).toLowerCase()] || 'Endorse the statement';
-      f.loading = 'lazy';
       f.referrerPolicy = 'no-referrer';
       f.allow = 'clipboard-write; web-share';
       f.style.cssText = ('display:block;border:0;margin:0;padding:0;overflow:hidden;float:none;min-width:0;' +
@@ -25,12 +21,18 @@
         'box-sizing:border-box;color-scheme:normal;background:none;' +
         (c ? 'width:240px;max-width:100%;height:44px;border-radius:99px;' : 'width:100%;max-width:640px;border-radius:14px;')
       ).replace(/;/g, '!important;');
-      frames.push(f);
+      f.loading = 'lazy';
+      f.src = O + '/embed/' + encodeURIComponent(id) + '?' + new URLSearchParams({
+        lang: lang, theme: o.theme || 'auto', layout: lay, origin: location.origin
+      });
       f.addEventListener('load', function () {
         f.contentWindow.postMessage({ ns: 'undersign', type: 'hello' }, O);
       });
+      frames.push(f);
       after ? el.parentNode.insertBefore(f, el.nextSibling) : el.appendChild(f);
-      c || css(f, 'height', (lay == 'compact' ? 170 : f.getBoundingClientRect().width < 560 ? 940 : 720) + 'px');
+      var r = f.getBoundingClientRect();
+      c || css(f, 'height', (lay == 'compact' ? 170 : r.width < 560 ? 940 : 720) + 'px');
+      if (r.width && r.top < innerHeight + 1250) f.loading = 'eager'; // near and shown: now
     };
     w.addEventListener('message', function (e) {
       var m = e.data;

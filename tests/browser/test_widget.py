@@ -95,21 +95,27 @@ def test_elements_added_later_get_one_iframe_each(new_page, host_site, service, 
 def test_widgets_are_lazy_loaded(new_page, host_site, service, console):
     # Far beyond Chromium's lazy-loading distance (up to 8000 px, by connection type).
     host_site.file("lazy.css", ".far { margin-top: 20000px; }")  # the page's CSP: no inline style
+    hidden = f'<div id="hidden" hidden data-endorse-statement="{STATEMENT}"></div>'
     far = f'<div class="far" data-endorse-statement="{STATEMENT}"></div>'
     head = '<link rel="stylesheet" href="/lazy.css">'
-    url = host_site.page("lazy", "<h1>Ally</h1>" + host_site.snippet() + far, head=head)
+    body = "<h1>Ally</h1>" + host_site.snippet() + hidden + far
+    url = host_site.page("lazy", body, head=head)
     page = new_page(viewport={"width": 900, "height": 700})
     embeds: list[str] = []
     page.on("request", lambda r: embeds.append(r.url) if "/embed/" in r.url else None)
     page.goto(url)
-    near = widget_frame(page, 0)  # in view: the browser loads it at once
-    assert page.eval_on_selector_all("iframe", "l => l.map((f) => f.loading)") == ["lazy"] * 2
+    near = widget_frame(page, 0)  # in view: loaded at once, with no lazy-loading check to wait for
+    loading = page.eval_on_selector_all("iframe", "l => l.map((f) => f.getAttribute('loading'))")
+    assert loading == ["eager", "lazy", "lazy"]  # the hidden one and the far one wait
     page.wait_for_timeout(500)
-    assert len(embeds) == 1, "a widget 20000 px below the viewport loaded before it was near"
+    assert len(embeds) == 1, "a hidden widget, or one 20000 px below, loaded before it was needed"
     assert near.get_attribute("[data-count]", "data-count") is not None
-    page.eval_on_selector("[data-endorse-statement]", "el => el.scrollIntoView()")
+    page.eval_on_selector("#hidden", "el => { el.hidden = false; }")
     widget_frame(page, 1)
     assert len(embeds) == 2
+    page.eval_on_selector(".far", "el => el.scrollIntoView()")
+    widget_frame(page, 2)
+    assert len(embeds) == 3
     assert console.problems(service.url) == []
 
 
