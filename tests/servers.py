@@ -215,7 +215,7 @@ class SmtpSink:
     address containing ``refuse`` gets a permanent 550 at RCPT."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.port = port or restartable_port()  # it comes back on this port after stop()
         self.url = f"smtp://127.0.0.1:{self.port}"
         self.received: list[tuple[str, list[str], bytes]] = []  # from, to, the message
         self.refused: list[str] = []

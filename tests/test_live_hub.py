@@ -43,11 +43,12 @@ def test_an_event_is_one_sse_frame() -> None:
 
 
 def test_a_burst_sends_the_first_change_at_once_and_the_last_exactly(hub: Hub) -> None:
+    hub.min_interval = 1.0  # the burst fits in one interval even if this thread stalls
     channel = hub.channels[STATEMENT]
     for count in range(1, 51):
         hub._changed(STATEMENT, count)
     assert (channel.version, channel.count) == (1, 1)  # the first change did not wait
-    wait_until(lambda: channel.count == 50)
+    wait_until(lambda: channel.count == 50, 5)
     assert channel.version == 2  # 49 changes in one interval became one event
     assert channel.payload == encode_count(STATEMENT, 50)
     hub._changed(STATEMENT, 50)
@@ -105,13 +106,15 @@ def test_a_direct_viewer_of_two_statements_gets_one_heartbeat_and_both_counts(hu
     other.viewers.add(viewer)
     hub.heartbeat = 0.05
     beat = threading.Thread(target=hub._beat)  # the process's heartbeat loop, alone
+    started = time.monotonic()
     beat.start()
     time.sleep(0.12)
     hub.stopping.set()
     beat.join()
+    intervals = (time.monotonic() - started) / hub.heartbeat  # however long this thread slept
     beats = client.recv(1000)
     assert beats and beats == HEARTBEAT * (len(beats) // len(HEARTBEAT))
-    assert len(beats) // len(HEARTBEAT) <= 3  # once per beat, not once per statement
+    assert len(beats) // len(HEARTBEAT) <= intervals + 1  # once per beat, not per statement
     hub.stopping.clear()
     hub._changed("other", 5)
     assert client.recv(1000) == encode_count("other", 5)
@@ -135,7 +138,11 @@ def test_one_subscription_serves_every_viewer_and_new_viewers_read_redis(
     hub: Hub, store: Store, redis_client: Redis
 ) -> None:
     redis_client.set(store.key(STATEMENT, "count"), 10)
-    subscriptions_before = len(redis_client.client_list(_type="pubsub"))
+
+    def subscribers() -> set[str]:
+        return {client["id"] for client in redis_client.client_list(_type="pubsub")}
+
+    subscribers_before = subscribers()
     hub.ensure_running()
     wait_until(lambda: hub.subscribed)
     [(channel, version)] = hub.snapshot([STATEMENT])
@@ -145,10 +152,10 @@ def test_one_subscription_serves_every_viewer_and_new_viewers_read_redis(
     redis_client.set(store.key(STATEMENT, "count"), 99)  # behind the scripts' back
     started = time.monotonic()
     wait_until(lambda: hub.snapshot([STATEMENT])[0][0].count == 99)  # new viewers: fresh ...
-    assert time.monotonic() - started <= COUNT_MAX_AGE + 0.1  # ... within a second
+    assert time.monotonic() - started <= COUNT_MAX_AGE + 0.5  # ... within about a second
     for _ in range(50):
         hub.snapshot([STATEMENT])
-    assert len(redis_client.client_list(_type="pubsub")) == subscriptions_before + 1
+    assert len(subscribers() - subscribers_before) == 1  # others' may have come and gone
 
 
 def test_open_streams_learn_of_changes_made_behind_the_scripts_back(
@@ -192,7 +199,7 @@ def test_count_reads_lag_at_most_a_second_and_go_to_redis_without_a_subscription
     assert hub.count(STATEMENT) == 6  # served from memory, no Redis round trip ...
     started = time.monotonic()
     wait_until(lambda: hub.count(STATEMENT) == 40)
-    assert time.monotonic() - started <= COUNT_MAX_AGE + 0.1  # ... for at most a second
+    assert time.monotonic() - started <= COUNT_MAX_AGE + 0.5  # ... for about a second at most
     hub.heard(STATEMENT, 41)  # this process's own write shows in its next read
     assert hub.count(STATEMENT) == 41
 
@@ -225,8 +232,9 @@ def test_direct_writes_never_block_and_drop_viewers_that_left() -> None:
 
 
 def test_counts_heard_before_a_new_subscription_are_not_trusted(
-    hub: Hub, store: Store, redis_client: Redis
+    hub: Hub, store: Store, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("widget.live.RECONNECT_BACKOFF", (1.0,))  # unsubscribed long enough to see
     key = store.key(STATEMENT, "count")
     redis_client.set(key, 5)
     hub.ensure_running()

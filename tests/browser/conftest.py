@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from conftest import STATEMENT, gunicorn_env
 from playwright.sync_api import Browser, ConsoleMessage, Page
-from servers import Gunicorn, free_port
+from servers import Gunicorn
 
 HOSTILE_CSS = """
 div, p, span, button, input, form, label, section, a, iframe, h1, h2, ul, li {
@@ -93,9 +93,8 @@ class HostSite:
 @pytest.fixture(scope="session")
 def host_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostSite]:
     folder = tmp_path_factory.mktemp("host")
-    site = HostSite(folder=folder, port=free_port())
-    handler = partial(HostHandler, directory=str(folder))
-    site.server = ThreadingHTTPServer(("127.0.0.1", site.port), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(HostHandler, directory=str(folder)))
+    site = HostSite(folder=folder, port=server.server_address[1], server=server)
     thread = threading.Thread(target=site.server.serve_forever, daemon=True)
     thread.start()
     site.file("hostile.css", HOSTILE_CSS)

@@ -19,7 +19,7 @@ import pytest
 from conftest import CONFIRMING, gunicorn_env, mail_settings
 from playwright.sync_api import Browser, Page
 from redis import Redis
-from servers import Gunicorn, RedisServer, SmtpSink, free_port
+from servers import Gunicorn, RedisServer, SmtpSink
 
 from .browser_helpers import widget_frame
 from .conftest import VIOLATION_SPY, HostHandler, HostSite
@@ -39,8 +39,15 @@ def ally(
 ) -> Iterator[tuple[HostSite, Gunicorn]]:
     """An allied site (its own origin, a strict policy) with the confirming statement's
     widget, and the service behind it."""
-    site = HostSite(folder=tmp_path / "host", port=free_port())
-    site.folder.mkdir()
+
+    class Handler(HostHandler):
+        policy = ""  # set once the service's address is known
+
+    folder = tmp_path / "host"
+    folder.mkdir()
+    # Bound before anything else starts, so no other connection can take its port.
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
+    site = HostSite(folder=folder, port=server.server_address[1], server=server)
     service = Gunicorn(
         gunicorn_env(redis_server, WIDGET_ALLOWED_ORIGINS=site.origin), folder=tmp_path
     )
@@ -49,14 +56,8 @@ def ally(
     service.start()
     start_worker(**settings)
     site.service = service.url
-
-    class Handler(HostHandler):
-        policy = f"script-src 'self' {service.url}; frame-src {service.url}; style-src 'self'"
-
-    site.server = ThreadingHTTPServer(
-        ("127.0.0.1", site.port), partial(Handler, directory=str(site.folder))
-    )
-    threading.Thread(target=site.server.serve_forever, daemon=True).start()
+    Handler.policy = f"script-src 'self' {service.url}; frame-src {service.url}; style-src 'self'"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     yield site, service
     site.server.shutdown()
     site.server.server_close()
