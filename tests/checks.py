@@ -103,6 +103,12 @@ def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> None:
         time.sleep(0.01)
 
 
+def stable_timeline(timeline: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
+    """A statement's timeline without its empty buckets: those slide as the clock turns,
+    the filled ones stay keyed by their start."""
+    return {name: [b for b in series if b[1]] for name, series in timeline.items()}
+
+
 def utc_minute() -> str:
     """The current UTC minute as the transparency log writes it."""
     return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())

@@ -129,15 +129,15 @@ def test_endorse_mail_confirm_with_the_live_count_and_the_log(
     try:
         wait_until(lambda: bool(events.counts), 5)
         assert events.counts[-1][1] == 0
-        started = time.monotonic()
         minute_before = utc_minute()
         done = confirm(server, link)
+        answered = time.monotonic()  # confirm() also loads the page first: not part of the lag
         assert done.status_code == 200
         assert "Қолдауыңыз расталды және есепке алынды." in done.text
-        wait_until(lambda: events.counts[-1][1] == 1, 1.0)
-        assert events.counts[-1][0] - started < 1.0
+        wait_until(lambda: events.counts[-1][1] == 1, 5)
+        assert events.counts[-1][0] - answered < 1.0  # the live count, within a second
         wait_until(lambda: public_count(server) == 1, 1.0)
-        wait_until(lambda: redis_client.llen(f"us:{{{CONFIRMING}}}:tlog") == 1, 1.0)
+        wait_until(lambda: redis_client.llen(f"us:{{{CONFIRMING}}}:tlog") == 1, 5)
     finally:
         events.close()
     line = parse_line(Store(redis_client).log_lines(CONFIRMING, 0, 1)[0], 0)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from checks import STATEMENT, endorsements_url, person
+from checks import STATEMENT, endorsements_url, person, stable_timeline
 from click.testing import CliRunner
 from conftest import ADMIN_TOKEN, base_config
 from servers import LocalCluster, RedisServer
@@ -49,6 +49,7 @@ def snapshot(app: Any) -> dict[str, Any]:
     store = app.extensions["undersign.store"]
     stats = client.get(f"{admin}/stats", headers=BEARER).get_json()
     stats.pop("surge", None)
+    stats["timeline"] = stable_timeline(stats["timeline"])
     return {
         "count": client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"],
         "stats": stats,
