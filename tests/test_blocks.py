@@ -231,7 +231,8 @@ def test_blocks_apply_at_once_in_this_process_and_within_seconds_in_others(
 
 
 def test_block_expiry_applies_even_while_cached(proxied: FlaskClient, redis_client: Redis) -> None:
-    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    # Whole seconds: at least 3 s away, time enough for the refusal below.
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 4))
     add_block(proxied, network="203.0.113.0/24", expires=expires)
     assert endorse_from(proxied, "203.0.113.9", 1).status_code == 403
     time.sleep(max(0.0, parse_rfc3339(expires) - time.time()) + 0.05)

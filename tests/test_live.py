@@ -349,7 +349,7 @@ def test_first_event_at_once_with_retry_headers_and_heartbeats(
     assert "no-cache" in directives
 
     first = stream.wait_count(7, timeout=2)
-    assert first.at - stream.opened_at < 0.5
+    assert first.at - stream.opened_at < 1.0  # at once, not at the first heartbeat
     assert first.name == "count" and first.data.replace(" ", "") == (
         f'{{"id":"{STATEMENT}","count":7}}'
     )
@@ -358,7 +358,7 @@ def test_first_event_at_once_with_retry_headers_and_heartbeats(
     stream.wait(lambda: len(stream.comments) >= 3, timeout=4.5, what="three heartbeats")
     times = [at for at, _ in stream.comments]
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert all(0.5 < gap < 2.0 for gap in gaps), gaps
+    assert all(0.25 < gap < 2.5 for gap in gaps), gaps  # about every second (read by a thread)
     assert stream.counts() == [7]  # heartbeats are comments, not count events
     assert not stream.ended
 

@@ -415,8 +415,8 @@ def test_root_of_100000_lines_well_under_a_second() -> None:
     ]
     best = float("inf")
     for _ in range(3):
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time: a busy machine does not count against it
         root = tree.root_from_leaf_hashes([leaf_hash(line) for line in lines])
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     assert root == append_leaves(Frontier(), map(leaf_hash, lines))[0].root()
     assert best < 1.0, f"{best:.2f} s"
