@@ -109,6 +109,14 @@ def stable_timeline(timeline: dict[str, list[list[int]]]) -> dict[str, list[list
     return {name: [b for b in series if b[1]] for name, series in timeline.items()}
 
 
+def clear_of_hour_end(margin: float = 60.0) -> None:
+    """Wait for the next hour when this one ends within ``margin`` seconds: a test that
+    writes the past 24 hours' buckets needs "now" to stay in the same hour."""
+    left = 3600 - time.time() % 3600
+    if left < margin:
+        time.sleep(left + 0.05)
+
+
 def utc_minute() -> str:
     """The current UTC minute as the transparency log writes it."""
     return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())

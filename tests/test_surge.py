@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from checks import endorsements_url, person
+from checks import clear_of_hour_end, endorsements_url, person
 from click.testing import CliRunner
 from conftest import ADMIN_TOKEN, ALLY, SECRET, STATEMENT
 from flask import Flask
@@ -36,12 +36,14 @@ def cost(client: FlaskClient) -> int:
 
 def usual_elsewhere(redis: Redis, source: str, per_hour: int) -> None:
     """Arrivals of ``source`` in each of the 24 hours before this one (a busy history)."""
+    clear_of_hour_end()
     hour = int(time.time()) // 3600 * 3600
     for i in range(1, 25):
         redis.hset(f"us:{{{STATEMENT}}}:src:h:{hour - 3600 * i}", source, per_hour)
 
 
 def test_statement_surge_doubles_the_cost_and_shows_everywhere(make_app: MakeApp) -> None:
+    clear_of_hour_end()  # these endorsements stay in this hour, out of the usual rate
     app = make_app(SURGE_FLOOR=5, POW_COST=1000)
     client = app.test_client()
     assert cost(make_app(SURGE_FLOOR=5, POW_COST=1000).test_client()) == 1000

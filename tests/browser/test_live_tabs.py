@@ -362,7 +362,7 @@ def test_a_hidden_leader_hands_over_and_a_visible_tab_asks_for_counts(
         doc.evaluate(hide % "true")
     wait_for(lambda: open_streams(live_service) == 0, timeout=5, what="no stream")
     leader.evaluate(hide % "false")
-    wait_for(lambda: role(leader) == "leader", timeout=1, what="the shown tab to lead")
+    wait_for(lambda: role(leader) == "leader", timeout=2, what="the shown tab to lead")
     assert console.problems(live_service.url) == []
     context.close()
 
