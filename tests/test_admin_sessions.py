@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import re
 import time
@@ -108,8 +109,7 @@ def test_the_lifetime_is_absolute_and_redis_holds_no_live_cookie(
     assert len(session_id) >= 43  # 256 random bits
     expires = re.search(r"Expires=([^;]+)", set_cookies(response)[0])
     assert expires is not None
-    cookie_expiry = time.mktime(time.strptime(expires.group(1), "%a, %d %b %Y %H:%M:%S GMT"))
-    cookie_expiry -= time.timezone
+    cookie_expiry = calendar.timegm(time.strptime(expires.group(1), "%a, %d %b %Y %H:%M:%S GMT"))
     assert started + EIGHT_HOURS - 2 <= cookie_expiry <= started + EIGHT_HOURS + 2
 
     [key] = session_keys(redis_client)

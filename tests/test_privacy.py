@@ -215,7 +215,8 @@ def test_client_hashes_use_a_random_salt_that_ends_with_the_day(redis_client: Re
     store = Store(redis_client)
     now = time.time()
     day = time.strftime("%Y-%m-%d", time.gmtime(now))
-    redis_client.delete(*redis_client.keys("us:salt:*"))
+    for key in redis_client.keys("us:salt:*"):
+        redis_client.delete(key)
     today = DailySalt(store.daily_salt)
     first = today.hash("203.0.113.9", now)
     assert first == DailySalt(store.daily_salt).hash("203.0.113.9", now)  # shared by all
