@@ -32,7 +32,7 @@
       after ? el.parentNode.insertBefore(f, el.nextSibling) : el.appendChild(f);
       var r = f.getBoundingClientRect();
       c || css(f, 'height', (lay == 'compact' ? 170 : r.width < 560 ? 940 : 720) + 'px');
-      if (r.width && r.top < innerHeight + 1250) f.loading = 'eager'; // near and shown: now
+      if (r.width && r.top < innerHeight) f.loading = 'eager'; // in view: now, no lazy check
     };
     w.addEventListener('message', function (e) {
       var m = e.data;
