@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from checks import count_subscription
+from checks import clear_of_hour_end, count_subscription
 from redis import Redis
 from servers import RedisServer
 
@@ -111,6 +111,7 @@ def test_endorse_writes_expiring_arrival_buckets(redis_client: Redis) -> None:
 
 
 def test_surge_fires_on_recent_arrivals_and_clears_with_time(redis_client: Redis) -> None:
+    clear_of_hour_end()  # the 12 share one hour bucket, the usual rate an hour on
     store = Store(redis_client, surge_floor=10)
     for i in range(12):
         endorse(store, i, source=OTHER if i % 4 else ALLY)
