@@ -355,7 +355,7 @@ def test_first_event_at_once_with_retry_headers_and_heartbeats(
     )
     assert stream.fields[0] == "retry" and stream.retry is not None and stream.retry > 0
 
-    stream.wait(lambda: len(stream.comments) >= 3, timeout=4.5, what="three heartbeats")
+    stream.wait(lambda: len(stream.comments) >= 3, timeout=7, what="three heartbeats")
     times = [at for at, _ in stream.comments]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(0.25 < gap < 2.5 for gap in gaps), gaps  # about every second (read by a thread)

@@ -148,15 +148,17 @@ def wait_for_roles(*groups: list[Frame]) -> int:
     return sum(roles(group).count("leader") for group in groups)
 
 
-def shown_at(doc: Frame, name: str, value: int | str) -> float | None:
-    """When ``doc`` first showed ``data-<name>="value"`` (epoch ms), or None."""
+def shown_at(doc: Frame, name: str, value: int | str, since: float = 0) -> float | None:
+    """When ``doc`` first showed ``data-<name>="value"`` (epoch ms), at ``since`` or
+    later, or None."""
     seen = doc.evaluate("window.__seen")
-    times = [t for n, v, t in seen if n == f"data-{name}" and v == str(value)]
+    times = [t for n, v, t in seen if n == f"data-{name}" and v == str(value) and t >= since]
     return min(times) if times else None
 
 
-def wait_shown(docs: list[Frame], value: int, timeout: float = 5) -> list[float]:
-    """Wait until every document shows the count; the times each did (epoch ms)."""
+def wait_shown(docs: list[Frame], value: int, timeout: float = 10) -> list[float]:
+    """Wait until every document shows the count; the times each did (epoch ms). The
+    wait is generous: callers hold those times, not the wait, to a bound."""
     wait_for(
         lambda: all(doc.get_attribute("[data-count]", "data-count") == str(value) for doc in docs),
         timeout=timeout,
@@ -202,9 +204,13 @@ def test_demo_page_holds_one_stream_and_takes_an_endorsement(
 
     first = docs[0]
     fill_form(first, "Demo Visitor", "demo.visitor@example.org")
-    clicked = time.time() * 1000
+    first.evaluate(
+        "document.getElementById('f-submit').addEventListener('click', function () {"
+        " window.__clicked = Date.now(); })"
+    )
     first.click("#f-submit")
-    first.wait_for_selector("#done:not([hidden])", timeout=2_000)
+    first.wait_for_selector("#done:not([hidden])", timeout=10_000)
+    clicked = first.evaluate("window.__clicked")  # the page's clock, not Playwright's click
     answered = shown_at(first, "count", 1)
     assert answered is not None and answered - clicked < 2000, answered and answered - clicked
     lags = [t - answered for t in wait_shown(docs, 1)]
@@ -286,7 +292,7 @@ def test_partitions_elect_a_leader_each(
     wait_for(lambda: open_streams(live_service) == 2, timeout=3, what="two streams")
     endorse_via_api(live_service, name="Partitioned", email="partitioned@example.org")
     posted = time.time() * 1000
-    shown = wait_shown(first_party + allied, 1, timeout=2)
+    shown = wait_shown(first_party + allied, 1)
     assert len(shown) == 8 and max(shown) - posted < 1000, [t - posted for t in shown]
     assert console.problems(live_service.url) == []
     context.close()
@@ -307,18 +313,26 @@ def test_closing_the_leader_tab_hands_over_and_misses_no_count(
     wait_for(lambda: open_streams(live_service) == 1, timeout=3, what="one stream")
     leader = next(page for page, docs in frames.items() if "leader" in roles(docs))
 
+    closing = time.time() * 1000
     leader.close()
     closed = time.time() * 1000
     endorse_via_api(live_service, name="During Handover", email="during@example.org")
+    during = time.time() * 1000
     rest = [doc for page, docs in frames.items() if page is not leader for doc in docs]
     wait_for_roles(rest)
-    took = min(t for t in (shown_at(doc, "live", "leader") for doc in rest) if t is not None)
+    # Since the close only: a tab may have led for a moment during the first election.
+    leading = (shown_at(doc, "live", "leader", closing) for doc in rest)
+    took = min(t for t in leading if t is not None)
     assert took - closed < 2000, f"the new leader took over {took - closed:.0f} ms after"
-    wait_shown(rest, 1, timeout=2)  # the count posted while nobody led was not missed
+    # The count posted while nobody led was not missed: every tab shows it within 2 s of
+    # the handover (or of the POST's answer, when that came after it).
+    since = max(took, during)
+    shown = wait_shown(rest, 1)
+    assert len(shown) == len(rest) and max(shown) - since < 2000, [t - since for t in shown]
 
     endorse_via_api(live_service, name="After Handover", email="after@example.org")
     posted = time.time() * 1000
-    shown = wait_shown(rest, 2, timeout=2)
+    shown = wait_shown(rest, 2)
     assert len(shown) == len(rest) and max(shown) - posted < 1000, [t - posted for t in shown]
     # The closed tab's stream is gone from the server too (found at the next heartbeat).
     wait_for(lambda: open_streams(live_service) == 1, timeout=5, what="one stream left")
@@ -361,8 +375,11 @@ def test_a_hidden_leader_hands_over_and_a_visible_tab_asks_for_counts(
     for doc in docs:
         doc.evaluate(hide % "true")
     wait_for(lambda: open_streams(live_service) == 0, timeout=5, what="no stream")
+    unhidden = time.time() * 1000
     leader.evaluate(hide % "false")
-    wait_for(lambda: role(leader) == "leader", timeout=2, what="the shown tab to lead")
+    wait_for(lambda: role(leader) == "leader", timeout=10, what="the shown tab to lead")
+    took = shown_at(leader, "live", "leader", unhidden)  # the take-over: within 2 s
+    assert took is not None and took - unhidden < 2000, took and took - unhidden
     assert console.problems(live_service.url) == []
     context.close()
 
