@@ -57,6 +57,26 @@ def test_a_burst_sends_the_first_change_at_once_and_the_last_exactly(hub: Hub) -
     assert hub.channels["other"].version == 0  # other statements are untouched
 
 
+def test_a_resync_never_undoes_a_newer_message(
+    hub: Hub, store: Store, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel = hub.channels[STATEMENT]
+    redis_client.set(store.key(STATEMENT, "count"), 5)
+    hub._changed(STATEMENT, 5)
+    read = store.counts
+
+    def read_then_hear_a_newer_count(ids: list[str]) -> dict[str, int]:
+        counts = read(ids)  # 5, from Redis
+        hub._on_message(store.channel(STATEMENT), b"6")  # published while the read ran
+        return counts
+
+    monkeypatch.setattr(store, "counts", read_then_hear_a_newer_count)
+    hub._resync()
+    wait_until(lambda: channel.count == 6)
+    time.sleep(hub.min_interval + 0.1)  # whatever coalescing held back has gone out
+    assert channel.count == 6 and channel.pending is None
+
+
 def test_unknown_statements_and_garbage_messages_are_ignored(hub: Hub) -> None:
     hub._on_message(b"us:{nope}:events", b"3")
     hub._on_message(b"us:{dongelek-ystel}:events", b"not a number")

@@ -510,16 +510,21 @@ class Hub:
     def _resync(self) -> None:
         """Send every watched count that moved unheard: after an outage, and now and then
         for changes made behind the scripts' back."""
-        ids = [
-            sid
-            for sid, channel in self.channels.items()
-            if channel.count is not None or channel.known is not None
-        ]
-        if not ids:
+        with self.lock:
+            seqs = {
+                sid: channel.known_seq
+                for sid, channel in self.channels.items()
+                if channel.count is not None or channel.known is not None
+            }
+        if not seqs:
             return
-        counts = self.store.counts(ids)
-        for sid, count in counts.items():
-            self._changed(sid, count)
+        counts = self.store.counts(list(seqs))
+        with self.lock:
+            for sid, count in counts.items():
+                # A message heard (or a count read) since the snapshot is at least as new
+                # as this read: sending the read would take viewers back a step.
+                if self.channels[sid].known_seq == seqs[sid]:
+                    self._changed(sid, count)
 
     def _on_message(self, raw_channel: bytes | str, raw_count: bytes | str) -> None:
         if isinstance(raw_channel, bytes):
