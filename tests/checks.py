@@ -95,6 +95,12 @@ def cors_headers(response: TestResponse | requests.Response) -> dict[str, str]:
     return {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
 
 
+def public_count(base_url: str, statement: str = STATEMENT) -> int:
+    """The count a running service answers at ``/api/v1/statements/<id>/count``."""
+    url = f"{base_url}/api/v1/statements/{statement}/count"
+    return int(requests.get(url, timeout=5).json()["count"])
+
+
 def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> None:
     """Poll ``check`` every 10 ms; fail the test if it is not true within ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -19,7 +19,14 @@ from typing import Any
 
 import pytest
 import requests
-from checks import STATEMENT, endorsements_url, person, wait_until, write_statement
+from checks import (
+    STATEMENT,
+    endorsements_url,
+    person,
+    public_count,
+    wait_until,
+    write_statement,
+)
 from click.testing import CliRunner
 from conftest import ADMIN_TOKEN, ALLY, CLUSTER, SECRET
 from faults import start_instances
@@ -123,13 +130,8 @@ def test_endorse_and_dedup_across_instances(two: list[Gunicorn], clean: Any) -> 
     counted = [endorse(two[n % 2], n + 10) for n in range(20)]
     assert [r.status_code for r in counted] == [201] * 20
     assert sorted(r.json()["count"] for r in counted) == list(range(2, 22))
-
-    def public_count(instance: Gunicorn) -> int:
-        url = f"{instance.url}/api/v1/statements/{STATEMENT}/count"
-        return int(requests.get(url, timeout=5).json()["count"])
-
     for instance in two:  # a count read may lag a write elsewhere by up to a second
-        wait_until(lambda instance=instance: public_count(instance) == 21, 3)
+        wait_until(lambda url=instance.url: public_count(url) == 21, 3)
 
 
 def test_tiered_and_flask_limiter_limits_are_exact_across_instances(
@@ -229,12 +231,7 @@ def test_moderation_bulk_stats_and_exports_across_instances(
     )
     assert bulk.status_code == 200, bulk.text
     body = bulk.json()
-
-    def public_count() -> int:
-        url = f"{a.url}/api/v1/statements/{STATEMENT}/count"
-        return int(requests.get(url, timeout=5).json()["count"])
-
-    wait_until(lambda: public_count() == 5 - body["struck"], 3)  # it may lag by a second
+    wait_until(lambda: public_count(a.url) == 5 - body["struck"], 3)  # it may lag by a second
     undo = requests.post(f"{a.url}{ADMIN}/bulk/{body['bulk_id']}/undo", headers=BEARER, timeout=10)
     assert undo.status_code == 200, undo.text
     csv = requests.get(f"{b.url}{ADMIN}/export.csv", headers=BEARER, timeout=10)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from checks import person, statement_keys, store_state, utc_minute, wait_until
+from checks import person, public_count, statement_keys, store_state, utc_minute, wait_until
 from conftest import ALLY, CONFIRMING, gunicorn_env, mail_settings
 from redis import Redis
 from servers import Gunicorn, MailWorker, RedisServer, SmtpSink
@@ -70,12 +70,6 @@ def confirm(server: Gunicorn, link: str) -> requests.Response:
     )
 
 
-def public_count(server: Gunicorn) -> int:
-    url = f"{server.url}/api/v1/statements/{CONFIRMING}/count"
-    found: int = requests.get(url, timeout=5).json()["count"]
-    return found
-
-
 class Events:
     """The statement's live-count stream, read in a thread: ``(seconds, count)`` pairs."""
 
@@ -112,7 +106,7 @@ def test_endorse_mail_confirm_with_the_live_count_and_the_log(
     assert str(message["Subject"]).startswith("Қолдауыңызды растаңыз: ")
     assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
     link = link_in(message, server)
-    assert public_count(server) == 0
+    assert public_count(server.url, CONFIRMING) == 0
 
     # A GET changes nothing (background sealing may sign the empty log meanwhile).
     def snapshot() -> dict[bytes, Any]:
@@ -123,7 +117,7 @@ def test_endorse_mail_confirm_with_the_live_count_and_the_log(
         page = requests.get(link, timeout=10)
         assert page.status_code == 200 and "Растау" in page.text
     assert snapshot() == before
-    assert public_count(server) == 0
+    assert public_count(server.url, CONFIRMING) == 0
 
     events = Events(server)
     try:
@@ -140,7 +134,7 @@ def test_endorse_mail_confirm_with_the_live_count_and_the_log(
         def counted() -> bool:
             """Count reads may lag by a second: one begun later than that must see it."""
             begun = time.monotonic()
-            found = public_count(server)
+            found = public_count(server.url, CONFIRMING)
             assert found == 1 or begun - answered < 1.0, (found, begun - answered)
             return found == 1
 
@@ -225,7 +219,7 @@ def test_200_concurrent_endorsements_then_every_confirmation_at_once(
     state = store_state(redis_client, CONFIRMING)
     assert (state.count, state.log_length, state.seen) == (160, 160, 160)
     assert redis_client.llen(f"us:{{{CONFIRMING}}}:tlog") == 160
-    wait_until(lambda: public_count(server) == 160, 1.5)
+    wait_until(lambda: public_count(server.url, CONFIRMING) == 160, 1.5)
     # Confirming again changes nothing.
     assert confirm_again_is_gone(server, links[0])
     assert store_state(redis_client, CONFIRMING).count == 160

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import requests
-from checks import altcha_for
+from checks import altcha_for, public_count
 from conftest import STATEMENT
 from playwright.sync_api import Frame, Page
 from servers import Gunicorn
@@ -29,9 +29,7 @@ def widget_frame(page: Page, index: int = 0) -> Frame:
 
 
 def api_count(service: Gunicorn) -> int:
-    url = f"{service.url}/api/v1/statements/{STATEMENT}/count"
-    count: int = requests.get(url, timeout=5).json()["count"]
-    return count
+    return public_count(service.url)
 
 
 def endorse_via_api(service: Gunicorn, **body: Any) -> dict[str, Any]:
