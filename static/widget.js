@@ -14,7 +14,7 @@
   /* -- live counts: one stream per browser partition, shared with the console (see
      static/README.md). Role in <html data-live>. */
   var live = (w.UndersignLive = (function () {
-    var me = Math.random(), base, bc, on, L, beat, claim, es, timer, redo;
+    var me = Math.random(), nav = navigator, base, bc, on, L, beat, kept, claim, es, timer, redo, held, ask;
     var fns = {}, mem = {}, cur = [], cache = {}, tags = {};
     function role(r) { d.documentElement.dataset.live = r; }
     function say(t, m) {
@@ -22,6 +22,7 @@
       m.t = t;
       m.f = me;
       m.i = Object.keys(fns);
+      if (held) m.k = 1;
       if (bc) bc.postMessage(m);
     }
     function got(c) {
@@ -84,41 +85,66 @@
       clearTimeout(redo);
       redo = setTimeout(open, 50);
     }
-    /* Claims the lead when no leader spoke for 3 s or since joining; a leader answers. */
+    function lead() {
+      L = me;
+      say('lead');
+      open();
+    }
+    /* Who leads when nothing is heard from a leader for 3 s: the holder of the Web Lock;
+       without one (the lock refused), a claim that no smaller id contests for 400 ms and
+       that no lock holder spoke against for 3 s. A document waiting for the lock waits. */
     function check() {
       if (!on) return;
       if (L == me) return say('lead');
-      if (!claim && !(Date.now() - beat < 3000)) {
+      var now = Date.now(), quiet = !(now - beat < 3000);
+      if (held) return L && !quiet ? say('hold') : lead();
+      if (!claim && quiet && ask === 0 && !(now - kept < 3000)) {
         say('claim');
-        claim = setTimeout(function () {
-          L = me;
-          say('lead');
-          open();
-        }, 150);
+        claim = setTimeout(lead, 400);
       }
     }
     function join() {
       if (d.hidden) return role('paused');
       if (!bc) return es || timer || open();
       if (on) return;
-      on = beat = 1;
+      on = 1;
+      L = null;
+      beat = Date.now() - 2000; /* claims no sooner than 1 s after joining */
       role('follower');
       say('hi', { a: 1 });
-      setTimeout(check, 300);
+      if (nav.locks && ask !== 0) {
+        var a = (ask = new AbortController());
+        nav.locks.request('undersign-live-v1', { signal: a.signal }, function () {
+          if (a != ask) return;
+          ask = null;
+          return new Promise(function (r) {
+            held = r;
+            setTimeout(check, L === 0 ? 0 : 400); /* time to hear a leader holding no lock */
+          });
+        }).catch(function (e) { if (a == ask) ask = 0; });
+      } else ask = 0;
+      setTimeout(check, 1050);
     }
     function leave() {
       stop();
       if (on) say('bye');
+      if (ask) ask.abort();
+      ask = ask && null;
+      if (held) held();
+      held = null;
       if (L == me) L = 0;
       on = 0;
       role('paused');
     }
     function hear(e) {
       var m = e.data, f = m.f, t = m.t;
+      if (m.k) kept = Date.now();
       if (t == 'bye') {
         delete mem[f];
+        if (m.k) kept = 0;
         if (L == f) {
-          L = beat = 0;
+          L = 0;
+          beat = m.k ? Date.now() - 2000 : 0; /* the next lock holder speaks first */
           check();
         }
         return;
@@ -126,12 +152,14 @@
       mem[f] = m.i;
       if (t == 'claim') {
         if (L == me) say('lead');
+        else if (held) check();
         else if (!claim || f < me) hush();
         return;
       }
+      if (m.k && claim) hush();
       if (t == 'lead') {
         if (L == me) {
-          if (f > me) return say('lead');
+          if (held || (!m.k && f > me)) return say('lead');
           stop();
           role('follower');
         }

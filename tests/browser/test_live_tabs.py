@@ -1,7 +1,9 @@
 """Issue 8 in Chromium against the real gunicorn: one live stream per browser partition.
 
-The frames and tabs of one storage partition elect a leader over a BroadcastChannel; it
-alone holds an event stream and relays every count to the others. Streams are
+The frames and tabs of one storage partition elect a leader: the holder of a Web Lock, or,
+where the browser refuses the lock to a third-party frame (Playwright's Chromium does), a
+claim over the BroadcastChannel. The leader alone holds an event stream and relays every
+count to the others on the channel. Streams are
 counted twice: in the browser (an EventSource request never finishes while it lives) and
 on the server (``undersign_open_event_streams``, on a service started for the test, so
 that no stream of another test is in it).
@@ -57,6 +59,19 @@ if (window.__observed !== document) {
 }
 """
 # Documents that may look hidden: window.__hidden = true, then a visibilitychange event.
+# Every BroadcastChannel message delivered 2.5 s late, as to a tab starved of CPU.
+SLOW_CHANNEL = """
+(function () {
+  var post = BroadcastChannel.prototype.postMessage;
+  BroadcastChannel.prototype.postMessage = function (m) {
+    var channel = this;
+    setTimeout(function () { post.call(channel, m); }, 2500);
+  };
+})();
+"""
+LOCKS = """navigator.locks.query().then(function (s) {
+  return [s.held.map(function (l) { return l.name; }), s.pending.length];
+})"""
 HIDEABLE = """
 Object.defineProperty(Document.prototype, 'hidden', {
   configurable: true, get: function () { return !!window.__hidden; }
@@ -221,20 +236,30 @@ def test_demo_page_holds_one_stream_and_takes_an_endorsement(
     context.close()
 
 
+@pytest.mark.parametrize("allied_first", [False, True], ids=["hosted-first", "allied-first"])
 def test_thirty_tabs_share_one_stream_per_partition(
-    browser: Browser, live_service: Gunicorn, host_site: HostSite, console: Console
+    browser: Browser,
+    live_service: Gunicorn,
+    host_site: HostSite,
+    console: Console,
+    allied_first: bool,
 ) -> None:
+    """Here the ally's frames cannot take Web Locks (Playwright's Chromium blocks their
+    storage): they elect over the channel, and the hosted pages hold the lock. Whichever
+    opens first leads; the other kind follows it."""
     url = host_page(host_site, live_service, "two-widgets")
     hosted = f"{live_service.url}/s/{STATEMENT}"
     context = new_context(browser, console)
     streams = Streams(context)
     pages: list[Page] = []
-    for target in [hosted] * 10 + [url] * 20:  # the allied tabs come last
+    targets = [url] * 20 + [hosted] * 10 if allied_first else [hosted] * 10 + [url] * 20
+    for target in targets:
         page = context.new_page()
         page.goto(target, wait_until="commit")
         pages.append(page)
-    first_party = [page.main_frame for page in pages[:10]]
-    allied = [widget_frame(page, i) for page in pages[10:] for i in (0, 1)]
+    hosted_pages = pages[20:] if allied_first else pages[:10]
+    first_party = [page.main_frame for page in hosted_pages]
+    allied = [widget_frame(page, i) for page in pages if page not in hosted_pages for i in (0, 1)]
     for doc in first_party:
         doc.wait_for_selector("[data-count]", state="attached")
     # Chromium partitions third-party storage by top-level site: the widgets on the ally
@@ -244,7 +269,7 @@ def test_thirty_tabs_share_one_stream_per_partition(
     assert streams.most == leaders, streams.urls
     wait_for(lambda: open_streams(live_service) == leaders, timeout=3, what="the streams")
 
-    last = allied[-2]  # the last tab's full widget
+    last = first_party[-1] if allied_first else allied[-2]  # the last tab (its full widget)
     fill_form(last, "Last Tab", "last.tab@example.org")
     last.click("#f-submit")
     last.wait_for_selector("#done:not([hidden])", timeout=5_000)
@@ -289,6 +314,9 @@ def test_partitions_elect_a_leader_each(
     # The ally's widgets cannot hear the hosted pages: a leader (and a stream) each.
     assert wait_for_roles(first_party, allied) == 2
     assert streams.most == 2, streams.urls
+    # Each partition's leader holds its lock; every other document waits in its queue.
+    assert first_party[0].evaluate(LOCKS) == [["undersign-live-v1"], 1]
+    assert allied[0].evaluate(LOCKS) == [["undersign-live-v1"], 5]
     wait_for(lambda: open_streams(live_service) == 2, timeout=3, what="two streams")
     endorse_via_api(live_service, name="Partitioned", email="partitioned@example.org")
     posted = time.time() * 1000
@@ -298,9 +326,44 @@ def test_partitions_elect_a_leader_each(
     context.close()
 
 
-def test_closing_the_leader_tab_hands_over_and_misses_no_count(
-    browser: Browser, live_service: Gunicorn, host_site: HostSite, console: Console
+def test_the_lock_holds_one_stream_however_late_the_channel_speaks(
+    partitioning_browser: Browser, live_service: Gunicorn, console: Console
 ) -> None:
+    """Only the lock decides who leads: tabs that hear each other 2.5 s late (an election
+    over the channel would have each of them claim the lead) still open one stream."""
+    context = new_context(partitioning_browser, console, SLOW_CHANNEL)
+    streams = Streams(context)
+    pages = []
+    for _ in range(5):
+        page = context.new_page()
+        page.goto(f"{live_service.url}/s/{STATEMENT}", wait_until="commit")
+        pages.append(page)
+    docs = [page.main_frame for page in pages]
+    for doc in docs:
+        doc.wait_for_selector("[data-count]", state="attached")
+    assert wait_for_roles(docs) == 1
+    time.sleep(3)  # every late message delivered: nobody took the lead meanwhile
+    assert roles(docs).count("leader") == 1 and streams.most == 1, streams.urls
+    assert docs[0].evaluate(LOCKS) == [["undersign-live-v1"], 4]
+    endorse_via_api(live_service, name="Late Channel", email="late.channel@example.org")
+    wait_shown(docs, 1)  # relayed late, but relayed
+    assert streams.most == 1 and open_streams(live_service) == 1
+    assert console.problems(live_service.url) == []
+    context.close()
+
+
+@pytest.mark.parametrize("election", ["channel", "lock"])
+def test_closing_the_leader_tab_hands_over_and_misses_no_count(
+    request: pytest.FixtureRequest,
+    live_service: Gunicorn,
+    host_site: HostSite,
+    console: Console,
+    election: str,
+) -> None:
+    """The ally's frames elect over the channel in Playwright's Chromium (the lock is
+    refused to them) and by the lock in Chromium as visitors run it."""
+    fixture = "browser" if election == "channel" else "partitioning_browser"
+    browser = request.getfixturevalue(fixture)
     url = host_page(host_site, live_service, "handover")
     context = new_context(browser, console)
     pages = []
