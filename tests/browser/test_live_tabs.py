@@ -434,15 +434,17 @@ def test_a_hidden_leader_hands_over_and_a_visible_tab_asks_for_counts(
     wait_shown(docs, 2, timeout=2)
     assert open_streams(live_service) == 1
 
-    # Both hidden: no stream at all. One shown again leads at once (nobody answers it).
+    # Both hidden: no stream at all. One shown again leads once nobody answers it: these
+    # frames are refused the lock, and a claim over the channel waits 1 s after joining
+    # (time for a busy leader to answer) and 400 ms for a contest, 1.45 s by design.
     for doc in docs:
         doc.evaluate(hide % "true")
     wait_for(lambda: open_streams(live_service) == 0, timeout=5, what="no stream")
     unhidden = time.time() * 1000
     leader.evaluate(hide % "false")
     wait_for(lambda: role(leader) == "leader", timeout=10, what="the shown tab to lead")
-    took = shown_at(leader, "live", "leader", unhidden)  # the take-over: within 2 s
-    assert took is not None and took - unhidden < 2000, took and took - unhidden
+    took = shown_at(leader, "live", "leader", unhidden)
+    assert took is not None and 1400 <= took - unhidden < 3000, took and took - unhidden
     assert console.problems(live_service.url) == []
     context.close()
 
