@@ -119,7 +119,8 @@
           ask = null;
           return new Promise(function (r) {
             held = r;
-            setTimeout(check, L === 0 ? 0 : 400); /* time to hear a leader holding no lock */
+            say('hold'); /* claimants without the lock give way from now on */
+            setTimeout(check, L === 0 ? 0 : 800); /* time to hear a leader holding no lock */
           });
         }).catch(function (e) { if (a == ask) ask = 0; });
       } else ask = 0;

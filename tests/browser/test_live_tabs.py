@@ -163,6 +163,17 @@ def wait_for_roles(*groups: list[Frame]) -> int:
     return sum(roles(group).count("leader") for group in groups)
 
 
+def leader_marks(first_party: list[Frame], allied: list[Frame]) -> list[tuple[int, str]]:
+    """Every time a document took the lead (epoch ms), and which: ``hosted 3``,
+    ``allied 12``; for a failure's message."""
+    marks = []
+    for kind, docs in (("hosted", first_party), ("allied", allied)):
+        for i, doc in enumerate(docs):
+            seen = doc.evaluate("window.__seen || []")
+            marks += [(t, f"{kind} {i}") for n, v, t in seen if n == "data-live" and v == "leader"]
+    return sorted(marks)
+
+
 def shown_at(doc: Frame, name: str, value: int | str, since: float = 0) -> float | None:
     """When ``doc`` first showed ``data-<name>="value"`` (epoch ms), at ``since`` or
     later, or None."""
@@ -266,7 +277,7 @@ def test_thirty_tabs_share_one_stream_per_partition(
     # share one leader, and the hosted pages (first party) another. (Playwright turns
     # that partitioning off: then one leader serves all. test_partitions_elect_apart.)
     leaders = wait_for_roles(first_party, allied)
-    assert streams.most == leaders, streams.urls
+    assert streams.most == leaders, (streams.urls, leader_marks(first_party, allied))
     wait_for(lambda: open_streams(live_service) == leaders, timeout=3, what="the streams")
 
     last = first_party[-1] if allied_first else allied[-2]  # the last tab (its full widget)
