@@ -142,16 +142,20 @@ def roles(docs: list[Frame]) -> list[str | None]:
     return [role(doc) for doc in docs]
 
 
-def wait_for_roles(*groups: list[Frame]) -> int:
+def wait_for_roles(*groups: list[Frame], leaders: int | None = None) -> int:
     """Every document has joined; one leads the others. Documents that share a storage
     partition are in one group and have one leader; groups may share a partition (one
-    leader for all), so the number of leaders is returned."""
+    leader for all), so the number of leaders is returned. Given ``leaders``, waits for
+    that many (a partition's documents follow nobody for a moment before one leads)."""
 
     def settled() -> bool:
         found = [roles(group) for group in groups]
-        return all(
-            set(r) <= {"leader", "follower"} and r.count("leader") <= 1 for r in found
-        ) and any("leader" in r for r in found)
+        led = sum(r.count("leader") for r in found)
+        return (
+            all(set(r) <= {"leader", "follower"} and r.count("leader") <= 1 for r in found)
+            and led > 0
+            and led == (leaders or led)
+        )
 
     try:
         wait_for(settled, timeout=10, what="one leader in each partition")
@@ -323,7 +327,7 @@ def test_partitions_elect_a_leader_each(
     for doc in first_party:
         doc.wait_for_selector("[data-count]", state="attached")
     # The ally's widgets cannot hear the hosted pages: a leader (and a stream) each.
-    assert wait_for_roles(first_party, allied) == 2
+    assert wait_for_roles(first_party, allied, leaders=2) == 2
     assert streams.most == 2, streams.urls
     # Each partition's leader holds its lock; every other document waits in its queue.
     assert first_party[0].evaluate(LOCKS) == [["undersign-live-v1"], 1]
