@@ -22,7 +22,17 @@ the same measurement under Playwright, which pauses every new frame until its dr
 instrumented it: slower by tens of milliseconds, shown for comparison with the tests.
 Check ``uptime`` first: other work on the machine shows up here.
 
+Chromium's own browser UI is kept out of the measurement. Chromium 156 (Debian's, here): each new
+browser context (each run here) preloads the address bar's popup as a WebUI page in a
+renderer of its own, and that competes with the page for this machine's two CPUs during
+the first ~200 ms. A visitor's browser does that once, when its profile opens, not when they
+open an allied page, and headless Chromium has no address bar to show it in. So the CDP
+driver disables those two features, as Puppeteer's launcher does by default.
+``--omnibox-preload`` keeps them, to show what they cost (floors included). The Playwright
+driver keeps them too: a second ``--disable-features`` would replace Playwright's own list.
+
     python bench/page_load.py [--runs 20] [--layout full|compact|counter] [--driver cdp|playwright]
+                              [--omnibox-preload]
 """
 
 from __future__ import annotations
@@ -52,6 +62,8 @@ from servers import CHROMIUM, CHROMIUM_ARGS, Gunicorn, RedisServer, free_port  #
 
 STATEMENT = "dongelek-ystel"
 TARGET_MS = 150  # navigation to a visible count, median
+# Browser UI a new context would preload in a renderer of its own (see the docstring).
+NO_OMNIBOX_PRELOAD = "--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup"
 # In an iframe, after its load event: its time origin, phases, first contentful paint, and
 # whether the count was in that paint: it is in the HTML, inside the frame's viewport and
 # not hidden, the stylesheet (render-blocking) came before the paint, no web font held
@@ -203,6 +215,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--layout", default="full", choices=["full", "compact", "counter"])
     parser.add_argument("--driver", default="cdp", choices=["cdp", "playwright"])
+    parser.add_argument(
+        "--omnibox-preload",
+        action="store_true",
+        help="let each new context preload the address bar's WebUI popup (Chromium's default)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="undersign-bench-"))
@@ -263,7 +280,8 @@ def main() -> int:
 
     try:
         if args.driver == "cdp":
-            chromium = Chromium(CHROMIUM, CHROMIUM_ARGS)
+            extra = [] if args.omnibox_preload else [NO_OMNIBOX_PRELOAD]
+            chromium = Chromium(CHROMIUM, [*CHROMIUM_ARGS, *extra])
             try:
                 runs(partial(measure_cdp, chromium))
             finally:
@@ -284,7 +302,9 @@ def main() -> int:
 
     count, floor, floor_script = col(rows, "fcp"), col(floors, "fcp"), col(scripted, "fcp")
     print(
-        f"layout={args.layout} runs={args.runs} driver={args.driver} (fresh context each, "
+        f"layout={args.layout} runs={args.runs} driver={args.driver} omnibox preload "
+        f"{'on' if args.omnibox_preload or args.driver == 'playwright' else 'off'} "
+        f"(fresh context each, "
         f"loopback, 2 gunicorn workers); load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after, {os.cpu_count()} CPUs"
     )
