@@ -22,8 +22,8 @@ the same measurement under Playwright, which pauses every new frame until its dr
 instrumented it: slower by tens of milliseconds, shown for comparison with the tests.
 Check ``uptime`` first: other work on the machine shows up here.
 
-Chromium's own browser UI is kept out of the measurement. Chromium 156 (Debian's, here): each new
-browser context (each run here) preloads the address bar's popup as a WebUI page in a
+Chromium's own browser UI is kept out of the measurement. Debian's Chromium 156 preloads,
+in each new browser context (each run here), the address bar's popup as a WebUI page in a
 renderer of its own, and that competes with the page for this machine's two CPUs during
 the first ~200 ms. A visitor's browser does that once, when its profile opens, not when they
 open an allied page, and headless Chromium has no address bar to show it in. So the CDP
@@ -221,6 +221,8 @@ def main() -> int:
         help="let each new context preload the address bar's WebUI popup (Chromium's default)",
     )
     args = parser.parse_args()
+    # Playwright's launch keeps Chromium's default: its own --disable-features would be lost.
+    omnibox_preload = args.omnibox_preload or args.driver == "playwright"
 
     work = Path(tempfile.mkdtemp(prefix="undersign-bench-"))
     host = work / "host"
@@ -280,7 +282,7 @@ def main() -> int:
 
     try:
         if args.driver == "cdp":
-            extra = [] if args.omnibox_preload else [NO_OMNIBOX_PRELOAD]
+            extra = [] if omnibox_preload else [NO_OMNIBOX_PRELOAD]
             chromium = Chromium(CHROMIUM, [*CHROMIUM_ARGS, *extra])
             try:
                 runs(partial(measure_cdp, chromium))
@@ -303,7 +305,7 @@ def main() -> int:
     count, floor, floor_script = col(rows, "fcp"), col(floors, "fcp"), col(scripted, "fcp")
     print(
         f"layout={args.layout} runs={args.runs} driver={args.driver} omnibox preload "
-        f"{'on' if args.omnibox_preload or args.driver == 'playwright' else 'off'} "
+        f"{'on' if omnibox_preload else 'off'} "
         f"(fresh context each, "
         f"loopback, 2 gunicorn workers); load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after, {os.cpu_count()} CPUs"

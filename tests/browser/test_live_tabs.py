@@ -154,7 +154,7 @@ def wait_for_roles(*groups: list[Frame], leaders: int | None = None) -> int:
         return (
             all(set(r) <= {"leader", "follower"} and r.count("leader") <= 1 for r in found)
             and led > 0
-            and led == (leaders or led)
+            and leaders in (None, led)
         )
 
     try:
