@@ -66,7 +66,7 @@ from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from typing import Any
 
-from common import free_port, redis_server, wait_until
+from common import free_port, redis_description, redis_server, wait_until
 
 BENCH_DIR = Path(__file__).resolve().parent
 STATEMENT = "dongelek-ystel"
@@ -124,7 +124,7 @@ def machine() -> str:
         pass
     return (
         f"{os.cpu_count()} CPUs{model}, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}"
+        f"Python {platform.python_version()}, {redis_description()}"
     )
 
 

