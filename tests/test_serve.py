@@ -230,7 +230,11 @@ def test_serve_stops_when_signals_come_in_a_burst(data_dir: Path) -> None:
             time.sleep(0.0005)
     finally:
         code = server.stop(signal.SIGTERM, timeout=45)
-    assert code in (0, -signal.SIGINT, 128 + signal.SIGINT, 1), server.output
+    # A signal that arrives while the interpreter is finishing, after the clean stop that
+    # the output shows, meets the default handler Python has put back by then, and ends the
+    # process by that signal: the last SIGINTs, or this SIGTERM when the test is starved of
+    # CPU until serve has nearly exited.
+    assert code in (0, 1, -signal.SIGINT, 128 + signal.SIGINT, -signal.SIGTERM), server.output
     assert "Embedded Redis stopped; data kept." in server.output
     assert not embedded.running()
 
