@@ -305,8 +305,7 @@ def main() -> int:
     count, floor, floor_script = col(rows, "fcp"), col(floors, "fcp"), col(scripted, "fcp")
     print(
         f"layout={args.layout} runs={args.runs} driver={args.driver} omnibox preload "
-        f"{'on' if omnibox_preload else 'off'} "
-        f"(fresh context each, "
+        f"{'on' if omnibox_preload else 'off'} (fresh context each, "
         f"loopback, 2 gunicorn workers); load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after, {os.cpu_count()} CPUs"
     )
