@@ -15,7 +15,7 @@
       var lay = o.layout || 'full', c = lay == 'counter', f = d.createElement('iframe');
       f.title = T[lang.slice(0, 2).toLowerCase()] || 'Endorse the statement';
       f.referrerPolicy = 'no-referrer';
-      f.allow = 'clipboard-write; web-share';
+      f.allow = 'clipboard-write' + (navigator.share ? ';web-share' : '');
       f.style.cssText = ('display:block;border:0;margin:0;padding:0;overflow:hidden;float:none;min-width:0;' +
         'min-height:0;max-height:none;opacity:1;visibility:visible;transition:none;' +
         'box-sizing:border-box;color-scheme:normal;background:none;' +

@@ -529,7 +529,9 @@
   }
   var cp = $('copy'), sh = $('share');
   if (cp) cp.addEventListener('click', function () { copy(ds.url, $('share-url'), $('copied'), t('copied')); });
-  if (sh && navigator.share) {
+  /* The loader grants web-share only where the allied page's browser has Web Share: a
+     frame that may not share (Chromium tells) keeps just the copy button. */
+  if (sh && navigator.share && !(d.featurePolicy && !d.featurePolicy.allowsFeature('web-share'))) {
     sh.hidden = false;
     sh.addEventListener('click', function () {
       navigator.share({ title: d.title, url: ds.url }).catch(function () { /* dismissed */ });

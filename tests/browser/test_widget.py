@@ -119,6 +119,31 @@ def test_widgets_are_lazy_loaded(new_page, host_site, service, console):
     assert console.problems(service.url) == []
 
 
+def test_iframe_asks_for_web_share_only_where_the_browser_has_it(
+    new_page, host_site, service, console
+):
+    url = host_site.page("share", "<h1>Ally</h1>" + host_site.snippet())
+    page = new_page()  # Chromium for Linux: no Web Share
+    page.goto(url)
+    widget_frame(page)
+    assert page.get_attribute("iframe", "allow") == "clipboard-write"
+    page.wait_for_timeout(300)
+    assert console.problems(service.url) == []  # no "Unrecognized feature" warning
+
+    # Where the host page's browser has Web Share (Android, ChromeOS, Windows, Safari),
+    # the frame may open the share sheet. Chromium for Linux, told to ask anyway, warns.
+    sharing = new_page()
+    sharing.add_init_script(
+        "Object.defineProperty(Navigator.prototype, 'share',"
+        " {value: () => Promise.resolve(), configurable: true})"
+    )
+    sharing.goto(url)
+    widget_frame(sharing)
+    assert sharing.get_attribute("iframe", "allow") == "clipboard-write;web-share"
+    sharing.wait_for_timeout(300)
+    assert any("web-share" in e for e in console.errors), console.errors
+
+
 def serious(results) -> list[str]:
     return [
         f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
