@@ -281,7 +281,16 @@ def test_thirty_tabs_share_one_stream_per_partition(
     # share one leader, and the hosted pages (first party) another. (Playwright turns
     # that partitioning off: then one leader serves all. test_partitions_elect_apart.)
     leaders = wait_for_roles(first_party, allied)
-    assert streams.most == leaders, (streams.urls, leader_marks(first_party, allied))
+
+    # The channel's election is timing-based (static/README.md): with 30 tabs loading on
+    # two CPUs, a frame's leader may be starved past a claim's wait and replaced, and
+    # both hold a stream until they hear each other. Only then may one more have been open.
+    def at_most_one_stream_each() -> None:
+        marks = leader_marks(first_party, allied)
+        replaced = sum(who.startswith("allied") for _, who in marks) > 1
+        assert streams.most in {leaders, leaders + replaced}, (streams.urls, marks)
+
+    at_most_one_stream_each()
     wait_for(lambda: open_streams(live_service) == leaders, timeout=3, what="the streams")
 
     last = first_party[-1] if allied_first else allied[-2]  # the last tab (its full widget)
@@ -292,7 +301,8 @@ def test_thirty_tabs_share_one_stream_per_partition(
     assert answered is not None
     lags = [t - answered for t in wait_shown(first_party + allied, 1)]
     assert len(lags) == 50 and max(lags) < 1000, sorted(lags)[-5:]
-    assert open_streams(live_service) == leaders and streams.most == leaders
+    assert open_streams(live_service) == leaders
+    at_most_one_stream_each()
     assert console.problems(live_service.url) == []
     context.close()
 
