@@ -444,27 +444,27 @@ def main() -> int:
         }.get(path)
         url = f"http://127.0.0.1:{server.port}{path}"
         # Each solved proof of work counts once: the warm-up and the measured run each get
-        # their own share of the solved payloads.
-        shares: dict[float, dict[str, str]] = {args.warmup: {}, args.duration: {}}
+        # their own share of the solved payloads (by phase: both may last as long).
+        shares: dict[str, dict[str, str]] = {"warmup": {}, "measured": {}}
         if payloads is not None:
             lines = payloads.read_text().split()
             cut = int(args.warmup * PAYLOADS_PER_SECOND)
-            for seconds, part in ((args.warmup, lines[:cut]), (args.duration, lines[cut:])):
-                share = payloads.with_suffix(f".{seconds:g}s")
+            for phase, part in (("warmup", lines[:cut]), ("measured", lines[cut:])):
+                share = payloads.with_suffix(f".{phase}")
                 share.write_text("\n".join(part) + "\n")
-                shares[seconds] = {"BENCH_PAYLOADS": str(share)}
+                shares[phase] = {"BENCH_PAYLOADS": str(share)}
 
-        def load(seconds: float) -> Result:
+        def load(seconds: float, phase: str) -> Result:
             if use_wrk:
-                extra = shares.get(seconds, {})
+                extra = shares[phase]
                 return run_wrk(url, seconds, args.connections, args.threads, script, extra)
             return run_python_client(server.port, method, path, seconds, args.connections)
 
-        load(args.warmup)
+        load(args.warmup, "warmup")
         time.sleep(1)  # let the warm-up's requests still in flight finish
         snapshot = before()
         cpu_before = group_cpu_seconds(server.pgid)
-        result = load(args.duration)
+        result = load(args.duration, "measured")
         cpu_after = group_cpu_seconds(server.pgid)
         if cpu_before is not None and cpu_after is not None and result.requests:
             cpu_us = (cpu_after - cpu_before) / result.requests * 1e6
