@@ -337,6 +337,23 @@ def solved_payloads(count: int, path: Path) -> None:
             handle.write(payload + "\n")
 
 
+def endorse_env(redis_url: str) -> dict[str, str]:
+    """The service's settings for the count and endorse phases (and
+    ``bench/endorse_parts.py``): proof of work on, all four tiers checked."""
+    return {
+        "WIDGET_REDIS_URL": redis_url,
+        "WIDGET_SECRET_KEY": SECRET,
+        "WIDGET_ALLOWED_ORIGINS": ALLY,
+        "WIDGET_POW": "on",
+        "WIDGET_POW_COST": "1",  # the service's work does not depend on the cost
+        "WIDGET_ENDORSE_LIMIT": ENDORSE_LIMIT,
+        "WIDGET_NETWORK_LIMIT": NETWORK_LIMIT,
+        "WIDGET_SOURCE_LIMIT": NEVER,
+        "WIDGET_STATEMENT_LIMIT": NEVER,
+        "WIDGET_TRUSTED_PROXIES": "127.0.0.1",  # wrk and the checks: the loopback proxy
+    }
+
+
 def _solved(_: int) -> str:
     import altcha
 
@@ -482,18 +499,7 @@ def main() -> int:
             def stored() -> int:
                 return int(client.get(COUNT_KEY) or 0)
 
-            app_env = {
-                "WIDGET_REDIS_URL": redis_url,
-                "WIDGET_SECRET_KEY": SECRET,
-                "WIDGET_ALLOWED_ORIGINS": ALLY,
-                "WIDGET_POW": "on",
-                "WIDGET_POW_COST": "1",  # the service's work does not depend on the cost
-                "WIDGET_ENDORSE_LIMIT": ENDORSE_LIMIT,
-                "WIDGET_NETWORK_LIMIT": NETWORK_LIMIT,
-                "WIDGET_SOURCE_LIMIT": NEVER,
-                "WIDGET_STATEMENT_LIMIT": NEVER,
-                "WIDGET_TRUSTED_PROXIES": "127.0.0.1",  # wrk and the checks: the loopback proxy
-            }
+            app_env = endorse_env(redis_url)
             payloads = folder / "payloads.txt"
             needed = int((args.warmup + args.duration) * PAYLOADS_PER_SECOND) + 100
             started = time.monotonic()
