@@ -531,7 +531,7 @@
   if (cp) cp.addEventListener('click', function () { copy(ds.url, $('share-url'), $('copied'), t('copied')); });
   /* The loader grants web-share only where the allied page's browser has Web Share: a
      frame that may not share (Chromium tells) keeps just the copy button. */
-  if (sh && navigator.share && !(d.featurePolicy && !d.featurePolicy.allowsFeature('web-share'))) {
+  if (sh && navigator.share && (!d.featurePolicy || d.featurePolicy.allowsFeature('web-share'))) {
     sh.hidden = false;
     sh.addEventListener('click', function () {
       navigator.share({ title: d.title, url: ds.url }).catch(function () { /* dismissed */ });

@@ -123,7 +123,8 @@ def service(redis_server: Any, host_site: HostSite, tmp_path_factory: pytest.Tem
 
 @dataclass
 class Console:
-    """Everything the page and its frames said that a test may want to refuse."""
+    """Everything the page and its frames said; ``errors`` holds every error and warning,
+    none excepted (the loader asks for no feature the browser lacks)."""
 
     messages: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -136,11 +137,6 @@ class Console:
 
     def on_page_error(self, error: Exception) -> None:
         self.errors.append(f"pageerror: {error}")
-
-    def problems(self, service_url: str) -> list[str]:
-        """Every error and warning, none excepted: the loader asks for no feature this
-        browser lacks (Chromium for Linux has no Web Share)."""
-        return list(self.errors)
 
 
 @pytest.fixture

@@ -247,7 +247,7 @@ def test_demo_page_holds_one_stream_and_takes_an_endorsement(
     assert len(lags) == total and max(lags) < 1000, lags
     assert streams.most == 1
     assert open_streams(live_service) == 1
-    assert console.problems(live_service.url) == []
+    assert console.errors == []
     context.close()
 
 
@@ -303,7 +303,7 @@ def test_thirty_tabs_share_one_stream_per_partition(
     assert len(lags) == 50 and max(lags) < 1000, sorted(lags)[-5:]
     assert open_streams(live_service) == leaders
     at_most_one_stream_each()
-    assert console.problems(live_service.url) == []
+    assert console.errors == []
     context.close()
 
 
@@ -347,7 +347,7 @@ def test_partitions_elect_a_leader_each(
     posted = time.time() * 1000
     shown = wait_shown(first_party + allied, 1)
     assert len(shown) == 8 and max(shown) - posted < 1000, [t - posted for t in shown]
-    assert console.problems(live_service.url) == []
+    assert console.errors == []
     context.close()
 
 
@@ -373,7 +373,7 @@ def test_the_lock_holds_one_stream_however_late_the_channel_speaks(
     endorse_via_api(live_service, name="Late Channel", email="late.channel@example.org")
     wait_shown(docs, 1)  # relayed late, but relayed
     assert streams.most == 1 and open_streams(live_service) == 1
-    assert console.problems(live_service.url) == []
+    assert console.errors == []
     context.close()
 
 
@@ -424,7 +424,7 @@ def test_closing_the_leader_tab_hands_over_and_misses_no_count(
     assert len(shown) == len(rest) and max(shown) - posted < 1000, [t - posted for t in shown]
     # The closed tab's stream is gone from the server too (found at the next heartbeat).
     wait_for(lambda: open_streams(live_service) == 1, timeout=5, what="one stream left")
-    assert console.problems(live_service.url) == []
+    assert console.errors == []
     context.close()
 
 
@@ -470,7 +470,7 @@ def test_a_hidden_leader_hands_over_and_a_visible_tab_asks_for_counts(
     wait_for(lambda: role(leader) == "leader", timeout=10, what="the shown tab to lead")
     took = shown_at(leader, "live", "leader", unhidden)
     assert took is not None and 1400 <= took - unhidden < 3000, took and took - unhidden
-    assert console.problems(live_service.url) == []
+    assert console.errors == []
     context.close()
 
 
@@ -491,7 +491,7 @@ def test_leader_polls_and_relays_when_streams_are_refused(
     endorse_via_api(live_service, name="Polled", email="polled@example.org")
     wait_shown(docs, 1, timeout=7)  # a poll every 5 s, relayed to the follower
     # The refused stream left an error in the console, and nothing else did.
-    assert [e for e in console.problems(live_service.url) if "503" not in e] == []
+    assert [e for e in console.errors if "503" not in e] == []
     context.close()
 
 
@@ -508,7 +508,7 @@ def test_without_broadcast_channel_each_document_holds_its_own_stream(
     assert len(streams.urls) == 2 and len(streams.open) == 2
     endorse_via_api(live_service, name="Solo", email="solo@example.org")
     wait_shown(docs, 1, timeout=2)
-    assert console.problems(live_service.url) == []
+    assert console.errors == []
     context.close()
 
 
@@ -559,4 +559,4 @@ def test_a_stalled_endorsement_times_out_and_the_retry_counts_once(
     frame.wait_for_selector("#done:not([hidden])")
     assert store.count(STATEMENT) == 1  # counted exactly once
     assert frame.get_attribute("[data-count]", "data-count") == "1"
-    assert console.problems(service.url) == []
+    assert console.errors == []

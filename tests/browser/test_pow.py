@@ -67,7 +67,7 @@ def test_proof_of_work_from_first_focus_to_counted_on_a_strict_host(
     assert set(solution) == {"challenge", "solution"}
     assert solution["challenge"]["parameters"]["data"] == {"statement": STATEMENT}
     page.wait_for_timeout(300)
-    assert console.problems(service.url) == []
+    assert console.errors == []
 
 
 def test_proof_of_work_on_the_demo_page(new_page, service, console):

@@ -89,7 +89,7 @@ def test_endorse_see_the_receipt_check_it_withdraw_and_the_count_falls(
     assert receipt.inner_text("#rc-status").startswith("Withdrawn:")
     assert receipt.is_hidden("#rc-withdraw")
     # nothing went wrong but a receipt asked for before its seal (404, then found)
-    assert all("404" in p for p in console.problems(service.url)), console.problems(service.url)
+    assert all("404" in p for p in console.errors), console.errors
 
 
 def test_the_receipt_page_speaks_every_language(new_page, service, redis_client):

@@ -56,7 +56,7 @@ def test_hostile_host_page_endorse(new_page, host_site, service, console, redis_
     # The widget told the API which allied site the endorsement came through.
     assert redis_client.hget(f"us:{{{STATEMENT}}}:by_source", host_site.origin) == b"1"
     page.wait_for_timeout(300)
-    assert console.problems(service.url) == []
+    assert console.errors == []
 
 
 def test_elements_added_later_get_one_iframe_each(new_page, host_site, service, console):
@@ -89,7 +89,7 @@ def test_elements_added_later_get_one_iframe_each(new_page, host_site, service, 
     assert second.locator("html").get_attribute("lang") == "ru"
     assert second.inner_text("#open") == "Поддержать"
     page.wait_for_function("document.querySelectorAll('iframe')[1].title.startsWith('Поддержать')")
-    assert console.problems(service.url) == []
+    assert console.errors == []
 
 
 def test_widgets_are_lazy_loaded(new_page, host_site, service, console):
@@ -116,7 +116,7 @@ def test_widgets_are_lazy_loaded(new_page, host_site, service, console):
     page.eval_on_selector(".far", "el => el.scrollIntoView()")
     widget_frame(page, 2)
     assert len(embeds) == 3
-    assert console.problems(service.url) == []
+    assert console.errors == []
 
 
 def test_iframe_asks_for_web_share_only_where_the_browser_has_it(
@@ -128,7 +128,7 @@ def test_iframe_asks_for_web_share_only_where_the_browser_has_it(
     widget_frame(page)
     assert page.get_attribute("iframe", "allow") == "clipboard-write"
     page.wait_for_timeout(300)
-    assert console.problems(service.url) == []  # no "Unrecognized feature" warning
+    assert console.errors == []  # no "Unrecognized feature" warning
 
     # Where the host page's browser has Web Share (Android, ChromeOS, Windows, Safari),
     # the frame may open the share sheet. Chromium for Linux, told to ask anyway, warns.
@@ -299,7 +299,7 @@ def test_count_follows_endorsements_made_elsewhere(
     assert " ".join(frame.inner_text(".badge .total").split()) == "1 endorsement"
     width = page.eval_on_selector("iframe", "f => f.getBoundingClientRect().width")
     assert 80 < width < 400  # the badge sized its iframe
-    assert console.problems(service.url) == []
+    assert console.errors == []
     assert stream_errors(console.errors) == []  # strict now that /events exists
 
 
@@ -413,4 +413,4 @@ def test_live_count_comes_over_the_event_stream_within_a_second(
     assert [r for r in requested if r.endswith("/count")] == []
     assert [r for r in requested if "/events" in r] == [f"eventsource {events}"]
     assert stream_errors(console.errors) == []
-    assert console.problems(service.url) == []
+    assert console.errors == []
