@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import requests  # noqa: E402
+from checks import altcha_for  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from servers import CHROMIUM, CHROMIUM_ARGS, Gunicorn, RedisServer  # noqa: E402
 
@@ -49,6 +50,7 @@ def seed(service: str, redis: Any) -> None:
         name, country = NAMES[i % len(NAMES)]
         body = {"name": f"{name}" if i < 12 else f"{name} {i}", "email": f"p{i}@example.org"}
         body |= {"consent": True, "country": country, "public": i % 3 != 0}
+        body["altcha"] = altcha_for(service)
         headers = {"Origin": ORIGINS[i % 4]} if i % 4 < 3 else {}
         requests.post(url, json=body, headers=headers, timeout=5).raise_for_status()
         time.sleep(0.02)
@@ -103,6 +105,7 @@ def main() -> int:
         "WIDGET_SECRET_KEY": "screenshots-secret-key-0123456789abcdef0123",
         "WIDGET_ALLOWED_ORIGINS": ",".join(ORIGINS),
         "WIDGET_ENDORSE_LIMIT": "100000/minute",
+        "WIDGET_NETWORK_LIMIT": "100000/minute",
         "WIDGET_ADMIN_TOKEN": TOKEN,
     }
     service = Gunicorn(env, workers=2, folder=folder)

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import requests  # noqa: E402
+from checks import altcha_for  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from servers import CHROMIUM, CHROMIUM_ARGS, Gunicorn, RedisServer, free_port  # noqa: E402
 
@@ -44,7 +45,7 @@ class Quiet(SimpleHTTPRequestHandler):
 def seed(service: str, redis: Any, extra: int) -> None:
     for i, (name, country, public) in enumerate(PEOPLE):
         body = {"name": name, "email": f"p{i}@example.org", "consent": True}
-        body |= {"country": country, "public": public}
+        body |= {"country": country, "public": public, "altcha": altcha_for(service)}
         url = f"{service}/api/v1/statements/{STATEMENT}/endorsements"
         requests.post(url, json=body, timeout=5).raise_for_status()
     # A realistic-looking total for the pictures (a throwaway database).
@@ -94,6 +95,7 @@ def main() -> int:
         "WIDGET_SECRET_KEY": "screenshots-secret-key-0123456789abcdef",
         "WIDGET_ALLOWED_ORIGINS": origin,
         "WIDGET_ENDORSE_LIMIT": "1000/minute",
+        "WIDGET_NETWORK_LIMIT": "1000/minute",
     }
     server = Gunicorn(env, workers=2, folder=work)
     server.start()
