@@ -165,8 +165,10 @@ def test_challenges_are_rate_limited_per_client(make_app: MakeApp) -> None:
     client = pow_app(make_app, CHALLENGE_LIMIT="3/minute")
     assert [client.get(CHALLENGE).status_code for _ in range(3)] == [200, 200, 200]
     limited = client.get(CHALLENGE)
-    assert_problem(limited, 429)
+    problem = assert_problem(limited, 429)
     assert int(limited.headers["Retry-After"]) >= 1
+    assert problem["limit"] == "challenge"
+    assert problem["detail"].startswith("Too many proof-of-work challenges from your address")
     client.environ_base["REMOTE_ADDR"] = "198.51.100.40"  # another client has its own
     assert client.get(CHALLENGE).status_code == 200
 

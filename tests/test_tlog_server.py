@@ -262,6 +262,21 @@ def test_withdrawal_errors_are_problems_and_change_nothing(
     assert count(client) == 1 and app.extensions["undersign.store"].log_size(STATEMENT) == 1
 
 
+def test_withdrawal_attempts_are_rate_limited_per_client_and_say_so(
+    make_app: MakeApp, redis_client: Redis
+) -> None:
+    client = make_app(WITHDRAW_LIMIT="2/minute").test_client()
+    endorse(client, 0)
+    url = api(STATEMENT, "withdrawals")
+    guesses = [client.post(url, json={"secret": f"a-guessed-secret-{i:020d}"}) for i in range(2)]
+    assert [g.status_code for g in guesses] == [404, 404]
+    limited = client.post(url, json={"secret": "a-guessed-secret-third-one-x"})
+    problem = assert_problem(limited, 429)
+    assert problem["limit"] == "withdraw" and int(limited.headers["Retry-After"]) >= 1
+    assert problem["detail"].startswith("Too many withdrawal attempts from your address")
+    assert count(client) == 1
+
+
 def test_log_api_arguments_are_checked(app: Flask, client: FlaskClient) -> None:
     for i in range(3):
         endorse(client, i)

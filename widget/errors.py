@@ -124,20 +124,35 @@ def handle_http_exception(exc: HTTPException) -> Response:
     )
 
 
+# What each of flask-limiter's limits counts, by its scope (see ``limits.init_app``); each
+# is counted per client: an IPv4 address or an IPv6 /64.
+LIMITED = {
+    "challenge": "proof-of-work challenges",
+    "form": "endorsements through the form",
+    "withdraw": "withdrawal attempts",
+}
+
+
 def handle_rate_limit(exc: RateLimitExceeded) -> Response:
+    """A flask-limiter limit refused the request: 429, naming the limit in ``limit`` as an
+    endorsement's tiers do."""
     retry_after = 60
     limiter = current_app.extensions.get("undersign.limiter")
     current = getattr(limiter, "current_limit", None) if limiter else None
     if current is not None:
         retry_after = max(1, math.ceil(current.reset_at - time.time()))
+    scope = str(getattr(exc.limit, "scope", "") or "")
+    what = LIMITED.get(scope, "requests")
+    named: dict[str, Any] = {"limit": scope} if scope in LIMITED else {}
     return problem_response(
         429,
         "rate-limited",
         "Too many requests",
-        f"Too many endorsements from this network ({exc.description}). "
+        f"Too many {what} from your address ({exc.description}). "
         f"Try again in {retry_after} seconds.",
         headers={"Retry-After": str(retry_after)},
         retry_after=retry_after,
+        **named,
     )
 
 

@@ -114,7 +114,8 @@ def openapi_document() -> dict[str, Any]:
                         "ALTCHA's own widget or library (`altcha.solve_challenge` in Python) "
                         "and send the base64 payload as `altcha` with the endorsement; each "
                         "solution counts once. Rate limited per client "
-                        "(`WIDGET_CHALLENGE_LIMIT`). `Cache-Control: no-store`."
+                        "(`WIDGET_CHALLENGE_LIMIT`; its 429 has `limit` `challenge`). "
+                        "`Cache-Control: no-store`."
                     ),
                     "parameters": [ID_PARAM],
                     "responses": {
@@ -709,8 +710,20 @@ def openapi_document() -> dict[str, Any]:
                         "errors": {"type": "object", "additionalProperties": {"type": "string"}},
                         "retry_after": {"type": "integer"},
                         "limit": {
-                            "enum": ["client", "network", "source", "statement"],
-                            "description": "The rate-limit tier that refused (429)",
+                            "enum": [
+                                "client",
+                                "network",
+                                "source",
+                                "statement",
+                                "challenge",
+                                "form",
+                                "withdraw",
+                            ],
+                            "description": (
+                                "The limit that refused (429): an endorsement's tier, or "
+                                "the per-client limit on challenges, the no-JS form or "
+                                "withdrawals"
+                            ),
                         },
                         "count": {
                             "type": "integer",
