@@ -106,6 +106,7 @@ def main() -> int:
         "WIDGET_ALLOWED_ORIGINS": ",".join(ORIGINS),
         "WIDGET_ENDORSE_LIMIT": "100000/minute",
         "WIDGET_NETWORK_LIMIT": "100000/minute",
+        "WIDGET_CHALLENGE_LIMIT": "100000/minute",
         "WIDGET_ADMIN_TOKEN": TOKEN,
     }
     service = Gunicorn(env, workers=2, folder=folder)
