@@ -334,6 +334,61 @@ def test_endorsements_paging(client: FlaskClient) -> None:
     for bad in ("limit=0", "limit=x", "limit=100000", "cursor=bad"):
         response = client.get(f"{ADMIN}/endorsements?{bad}", headers=BEARER)
         assert response.status_code == 400, bad
+    # Ids Redis would refuse are no question for Redis: 400, not a false "store down" 503.
+    for bad in ("00-0", "1-01", "18446744073709551616-0", "1-18446744073709551616"):
+        response = client.get(f"{ADMIN}/endorsements?cursor={bad}", headers=BEARER)
+        assert response.status_code == 400, (bad, response.get_json())
+        assert response.get_json()["type"].endswith("bad-cursor")
+    oldest = client.get(f"{ADMIN}/endorsements?cursor=0-0", headers=BEARER).get_json()
+    assert oldest == {"endorsements": [], "next_cursor": None}
+    largest = client.get(f"{ADMIN}/endorsements?cursor=18446744073709551615-0", headers=BEARER)
+    assert [e["id"] for e in largest.get_json()["endorsements"]] == ids
+
+
+def test_strike_refuses_a_body_it_cannot_read_and_strikes_nothing(client: FlaskClient) -> None:
+    ids = seed(client)
+    url = f"{ADMIN}/endorsements/{ids[0]}/strike"
+    refused = {
+        "text/plain": (client.post(url, data="spam", headers=BEARER), 415),
+        "malformed": (
+            client.post(url, data="{not json", content_type="application/json", headers=BEARER),
+            400,
+        ),
+        "NaN": (
+            client.post(
+                url, data='{"reason": NaN}', content_type="application/json", headers=BEARER
+            ),
+            400,
+        ),
+        "array": (client.post(url, json=[1], headers=BEARER), 422),
+        "number": (client.post(url, json={"reason": 5}, headers=BEARER), 422),
+        "too long": (client.post(url, json={"reason": "x" * 201}, headers=BEARER), 422),
+        "control": (client.post(url, json={"reason": "a\nb"}, headers=BEARER), 422),
+    }
+    for case, (response, status) in refused.items():
+        assert response.status_code == status, (case, response.get_json())
+        assert response.mimetype == "application/problem+json", case
+    assert refused["array"][0].get_json()["errors"] == {
+        "body": 'Send a JSON object: {"reason": "..."}.'
+    }
+    assert set(refused["too long"][0].get_json()["errors"]) == {"reason"}
+    assert client.get(f"/api/v1/statements/{STATEMENT}/count").get_json()["count"] == 4
+    rows = client.get(f"{ADMIN}/endorsements", headers=BEARER).get_json()["endorsements"]
+    assert all(r["struck"] is None for r in rows)
+
+    struck = client.post(url, json={"reason": None}, headers=BEARER)  # null: no reason
+    assert struck.status_code == 200 and struck.get_json()["count"] == 3
+    longest = client.post(
+        f"{ADMIN}/endorsements/{ids[1]}/strike", json={"reason": "y" * 200}, headers=BEARER
+    )
+    assert longest.status_code == 200
+    rows = client.get(f"{ADMIN}/endorsements", headers=BEARER).get_json()["endorsements"]
+    assert {r["id"]: r["struck"]["reason"] for r in rows if r["struck"]} == {
+        ids[0]: "",
+        ids[1]: "y" * 200,
+    }
+    missing = client.post(f"{ADMIN}/endorsements/18446744073709551616-0/strike", headers=BEARER)
+    assert missing.status_code == 404
 
 
 def test_open_close_and_public_409(client: FlaskClient) -> None:

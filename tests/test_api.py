@@ -101,6 +101,10 @@ def test_count_with_etag_and_cache_control(client: FlaskClient) -> None:
     assert changed.get_json() == {"id": STATEMENT, "count": 1}
     assert changed.headers["ETag"] != etag
     assert client.get(COUNT, headers={"If-None-Match": "*"}).status_code == 304
+    # If-None-Match compares weakly (RFC 9110 13.1.2): a weak validator matches too.
+    now = changed.headers["ETag"]
+    assert client.get(COUNT, headers={"If-None-Match": f"W/{now}"}).status_code == 304
+    assert client.get(COUNT, headers={"If-None-Match": f"W/{etag}"}).status_code == 200
 
 
 def test_count_is_exact_right_after_a_write(client: FlaskClient) -> None:
@@ -225,6 +229,16 @@ def test_first_name_shown(client: FlaskClient, name: str, shown: str) -> None:
     (recent,) = client.get(RECENT).get_json()["recent"]
     assert recent["name"] == shown
     assert len(recent["name"]) <= 20
+
+
+def test_a_name_that_nfkc_lengthens_is_stored_at_most_200_characters(
+    app: Flask, client: FlaskClient
+) -> None:
+    """U+FDFA is one character, and eighteen after NFKC: the limit holds for what is kept."""
+    name = "\ufdfa" * 200
+    assert client.post(URL, json=person(1, name=name)).status_code == 201
+    (entry,), _ = app.extensions["undersign.store"].page(STATEMENT)
+    assert 0 < len(entry.name) <= 200 and entry.name.startswith("\u0635\u0644\u0649")
 
 
 def test_recent_is_limited_to_five(client: FlaskClient) -> None:

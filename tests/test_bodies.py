@@ -21,12 +21,13 @@ from checks import (
     store_state,
 )
 from conftest import ADMIN_TOKEN, ALLY
-from flask import Flask
+from flask import Flask, request
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 from servers import Gunicorn
+from werkzeug.exceptions import BadRequest
 
 from widget.bodies import MAX_JSON_DEPTH
 from widget.config import MAX_BODY_BYTES
@@ -166,12 +167,31 @@ def test_nesting_up_to_the_cap_and_brackets_in_strings_are_fine(
     assert store_state(redis_client).count == 1
 
 
-def test_deep_json_to_get_json_is_not_a_500(client: FlaskClient, seeded: StoreState) -> None:
-    """``request.get_json`` (the admin API's strike reason) refuses deep bodies too."""
-    url = f"/api/v1/admin/statements/{STATEMENT}/endorsements/1-0/strike"
+def test_deep_json_to_get_json_is_not_a_500(
+    app: Flask, client: FlaskClient, seeded: StoreState
+) -> None:
+    """``request.get_json`` refuses deep bodies too, and the admin API's bodies are 400."""
     deep = b"[" * 5000 + b"]" * 5000
+    context = app.test_request_context("/", method="POST", data=deep)
+    with context, pytest.raises(BadRequest):
+        request.get_json(force=True)
+    url = f"/api/v1/admin/statements/{STATEMENT}/endorsements/1-0/strike"
     response = client.post(url, data=deep, content_type="application/json", headers=ADMIN)
-    assert_problem(response, 404)  # the body is ignored as bad JSON; no such endorsement
+    assert assert_problem(response, 400)["type"].endswith(":malformed-json")
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_not_json(
+    app: Flask, client: FlaskClient, seeded: StoreState, constant: bytes
+) -> None:
+    """Python's parser takes them; JSON has no such values: 400, nothing counted."""
+    for field in (b"name", b"public", b"country"):
+        raw = b'{"email": "nan@example.org", "consent": true, "%s": %s}' % (field, constant)
+        response = client.post(URL, data=raw, content_type="application/json")
+        assert assert_problem(response, 400)["type"].endswith(":malformed-json")
+    context = app.test_request_context("/", method="POST", data=b"[%s]" % constant)
+    with context, pytest.raises(BadRequest):
+        request.get_json(force=True)
 
 
 # -- NUL bytes in paths ---------------------------------------------------------------------

@@ -133,6 +133,8 @@ def test_an_empty_record_matches_nothing(client: FlaskClient) -> None:
         ),
         ({"source": ALLY, "dry_run": "yes"}, {"dry_run"}),
         ({"source": ALLY, "reason": "x", "upto": "latest"}, {"upto"}),
+        ({"source": ALLY, "reason": "x", "upto": "18446744073709551616-0"}, {"upto"}),
+        ({"source": ALLY, "reason": "x", "upto": "01-0"}, {"upto"}),
         ([], {"body"}),
     ],
 )

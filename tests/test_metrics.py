@@ -6,6 +6,7 @@ import re
 
 import requests
 from conftest import ADMIN_TOKEN, ALLY, STATEMENT
+from prometheus_client import CONTENT_TYPE_LATEST
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ENDORSE = f"/api/v1/statements/{STATEMENT}/endorsements"
@@ -24,7 +25,9 @@ def test_metrics_needs_the_token(client):
         assert response.status_code == 401
         assert response.content_type == "application/problem+json"
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert client.get("/metrics", headers=AUTH).status_code == 200
+    metrics = client.get("/metrics", headers=AUTH)
+    assert metrics.status_code == 200
+    assert metrics.headers["Content-Type"] == CONTENT_TYPE_LATEST  # one charset, not two
 
 
 def test_metrics_bearer_scheme_is_case_insensitive(client):

@@ -38,7 +38,6 @@ from flask import (
     Response,
     current_app,
     g,
-    json,
     jsonify,
     make_response,
     redirect,
@@ -67,13 +66,14 @@ from .adminauth import (
     token_matches,
 )
 from .api import get_blocks, get_registry, get_statement
+from .bodies import loads_json
 from .db import get_store
 from .errors import Problem
 from .export import export_lines
 from .privacy import derive_key
 from .sessions import AdminSession, SessionStore, token_binding
 from .statements import Statement
-from .store import ENTRY_ID, BulkFilter, LogNotReady
+from .store import BulkFilter, LogNotReady, is_entry_id
 from .surge import FACTOR, WINDOW_SECONDS, Rate
 from .transparency import log_not_ready
 from .validation import COUNTRY_CODES
@@ -452,17 +452,7 @@ def _moderate(statement_id: str, entry_id: str, strike: bool) -> Response:
     store = get_store()
     try:
         if strike:
-            body = request.get_json(silent=True)
-            reason = body.get("reason", "") if isinstance(body, dict) else ""
-            reason = str(reason)[:MAX_REASON] if reason else ""
-            if not reason_ok(reason):
-                raise Problem(
-                    422,
-                    "invalid-strike",
-                    "Invalid strike",
-                    "The reason goes into the public transparency log: " + REASON_RULE,
-                    errors={"reason": REASON_RULE},
-                )
+            reason = strike_reason()
             _, count = store.strike(statement.id, entry_id, by=actor(), reason=reason)
         else:
             _, count = store.unstrike(statement.id, entry_id)
@@ -476,6 +466,29 @@ def _moderate(statement_id: str, entry_id: str, strike: bool) -> Response:
             f"Statement {statement.id!r} has no endorsement {entry_id!r}.",
         ) from None
     return jsonify({"id": entry_id, "struck": strike, "count": count})
+
+
+def strike_reason() -> str:
+    """The reason a strike request gives: none without a body; otherwise the body must be
+    a JSON object whose optional ``reason`` fits the public log (415, 400 or 422 problem,
+    and nothing struck)."""
+    if not request.get_data(cache=True):
+        return ""
+    body = json_body()
+    if not isinstance(body, dict):
+        field, rule, reason = "body", 'Send a JSON object: {"reason": "..."}.', None
+    else:
+        field, rule = "reason", REASON_RULE
+        reason = "" if body.get("reason") is None else body["reason"]  # null: no reason
+    if reason is None or not reason_ok(reason):
+        raise Problem(
+            422,
+            "invalid-strike",
+            "Invalid strike",
+            "The reason goes into the public transparency log: " + REASON_RULE,
+            errors={field: rule},
+        )
+    return str(reason).strip()
 
 
 @api.post("/statements/<statement_id>/endorsements/<entry_id>/strike")
@@ -500,12 +513,7 @@ def json_body() -> Any:
             "Unsupported media type",
             "Send a JSON object with 'Content-Type: application/json'.",
         )
-    try:
-        return json.loads(request.get_data(cache=True))
-    except ValueError as exc:
-        raise Problem(
-            400, "malformed-json", "Malformed JSON", f"The body is not JSON: {exc}"
-        ) from None
+    return loads_json(request.get_data(cache=True))
 
 
 # -- bulk moderation ------------------------------------------------------------------------
@@ -568,7 +576,7 @@ def parse_bulk(body: Any) -> tuple[BulkFilter, str, bool, str | None]:
     elif not reason.strip() and dry_run is False:
         errors["reason"] = "Say why: the reason is kept with every endorsement struck."
     upto = body.get("upto")
-    if upto is not None and (not isinstance(upto, str) or not ENTRY_ID.fullmatch(upto)):
+    if upto is not None and not is_entry_id(upto):
         errors["upto"] = "Give an endorsement id, as a dry run answers it."
     if all(body.get(name) is None for name in ("source", "country", "since", "until")):
         errors["filters"] = "Give at least one of source, country, since and until."

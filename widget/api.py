@@ -133,7 +133,7 @@ def show_count(statement_id: str) -> Response:
     statement = get_statement(statement_id)
     count = get_hub().count(statement.id)
     etag = f"c{count}"
-    if request.if_none_match.contains(etag):
+    if request.if_none_match.contains_weak(etag):  # If-None-Match compares weakly (RFC 9110)
         response = Response(status=304)
     else:
         response = jsonify({"id": statement.id, "count": count})
@@ -143,7 +143,8 @@ def show_count(statement_id: str) -> Response:
     return response
 
 
-def read_json_body() -> Any:
+def read_json_body(what: str = "the endorsement") -> Any:
+    """The request's JSON body (``what`` names it in the 415 problem's detail)."""
     if not request.mimetype or not (
         request.mimetype == "application/json" or request.mimetype.endswith("+json")
     ):
@@ -151,7 +152,7 @@ def read_json_body() -> Any:
             415,
             "unsupported-media-type",
             "Unsupported media type",
-            "Send the endorsement as JSON with 'Content-Type: application/json'.",
+            f"Send {what} as JSON with 'Content-Type: application/json'.",
         )
     raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH, chunked or not
     return loads_json(raw)

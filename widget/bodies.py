@@ -7,8 +7,9 @@ could still parse). ``BoundedRequest`` reads such a body through ``CappedStream`
 lets one byte past the limit through only to raise 413 at once, without reading on.
 
 ``DepthCheckedJSON`` refuses JSON nested deeper than ``MAX_JSON_DEPTH`` before parsing it (and
-catches the parser's own recursion limit), so a deep body is a 400, not a 500: for the
-API's bodies (``loads_json``) and for ``request.get_json`` alike.
+catches the parser's own recursion limit), so a deep body is a 400, not a 500, and so is
+``NaN`` or ``Infinity``, which Python's parser would otherwise take: for the API's bodies
+(``loads_json``) and for ``request.get_json`` alike.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def json_depth(raw: bytes) -> int:
     return deepest
 
 
+def _no_constant(name: str) -> Any:
+    """Python's parser takes ``NaN``, ``Infinity`` and ``-Infinity``; JSON has none of them."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def loads_json(raw: bytes) -> Any:
     """Parse a request body; ``Problem`` 400 when it is not JSON or nests too deep."""
     try:
@@ -79,6 +85,7 @@ class DepthCheckedJSON:
         raw = data.encode() if isinstance(data, str) else data
         if json_depth(raw) > MAX_JSON_DEPTH:
             raise ValueError(f"arrays or objects nest more than {MAX_JSON_DEPTH} deep")
+        kwargs.setdefault("parse_constant", _no_constant)
         try:
             return self.inner.loads(data, **kwargs)
         except RecursionError:

@@ -255,7 +255,7 @@ def metrics() -> Response:
         for family in computed:
             extra.register(_Family(family))
         body += generate_latest(extra)
-    response = Response(body, mimetype=CONTENT_TYPE_LATEST)
+    response = Response(body, content_type=CONTENT_TYPE_LATEST)  # (mimetype= adds a charset)
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -212,6 +212,7 @@ def openapi_document() -> dict[str, Any]:
                         },
                         "403": PROBLEM,
                         "404": PROBLEM,
+                        "429": PROBLEM,
                         "503": PROBLEM,
                     },
                 }
@@ -270,7 +271,7 @@ def openapi_document() -> dict[str, Any]:
                         "(the C2SP signed-note vkey form). Pin it: get it from the coalition, "
                         "not only from the service."
                     ),
-                    "responses": {"200": TEXT("The verifier key, one line")},
+                    "responses": {"200": TEXT("The verifier key, one line"), "403": PROBLEM},
                 }
             },
             "/api/v1/statements/{statement_id}/checkpoint": {
@@ -434,7 +435,8 @@ def openapi_document() -> dict[str, Any]:
                                     }
                                 }
                             },
-                        }
+                        },
+                        "403": PROBLEM,
                     },
                 }
             },

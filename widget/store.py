@@ -108,7 +108,8 @@ from .tlog.tree import HASH_SIZE, Span
 RedisClient = Redis | RedisCluster
 EndorseStatus = Literal["counted", "duplicate", "closed", "replay", "limited", "unready", "pending"]
 TIMELINE_BUCKETS: Mapping[str, int] = {"m": 60, "h": 3600, "d": 86400}
-ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
+ENTRY_ID = re.compile(r"(?:0|[1-9]\d{0,19})-(?:0|[1-9]\d{0,19})")
+STREAM_ID_MAX = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-bit number
 BULK_ID = re.compile(r"[0-9a-f]{12}")
 ARRIVAL_MINUTE_TTL = 600  # seconds a minute bucket outlives its start (the window is 5 min)
 ARRIVAL_HOUR_TTL = 26 * 3600  # seconds an hour bucket outlives its start (the baseline is 24 h)
@@ -1745,7 +1746,7 @@ class Store:
     def _moderate(
         self, statement_id: str, entry_id: str, mode: str, record: str, template: Template
     ) -> tuple[bool, int]:
-        if not ENTRY_ID.fullmatch(entry_id):
+        if not is_entry_id(entry_id):
             raise KeyError(entry_id)
         keys = [self.key(statement_id, name) for name in MODERATION_KEYS]
         keys.append(self._who_key(statement_id, self._record_of(statement_id, entry_id)))
@@ -1840,7 +1841,7 @@ class Store:
     ) -> BulkSelection:
         """The live entries matching ``match`` among those up to ``upto`` (default: the
         newest entry now), oldest first. Reads only; entries added later are never in it."""
-        if upto is not None and not ENTRY_ID.fullmatch(upto):
+        if upto is not None and not is_entry_id(upto):
             raise ValueError(f"bad entry id {upto!r}")
         log_key = self.key(statement_id, "log")
         if upto is None:
@@ -2004,8 +2005,10 @@ class Store:
     ) -> tuple[list[LogEntry], str | None]:
         """Up to ``limit`` endorsements older than ``cursor`` (exclusive), newest first,
         struck ones marked; and the cursor of the next page, or None at the end."""
-        if cursor is not None and not ENTRY_ID.fullmatch(cursor):
+        if cursor is not None and not is_entry_id(cursor):
             raise ValueError(f"bad cursor {cursor!r}")
+        if cursor == "0-0":
+            return [], None  # nothing is older (and Redis refuses the range "(0-0")
         top = "+" if cursor is None else "(" + cursor
         rows = self.redis.xrevrange(
             self.key(statement_id, "log"), max=top, min="-", count=limit + 1
@@ -2020,6 +2023,15 @@ class Store:
                 for e, m in zip(entries, marks, strict=True)
             ]
         return entries, (entries[-1].id if more and entries else None)
+
+
+def is_entry_id(text: Any) -> bool:
+    """An endorsement id as this service gives them (a Redis stream id, written as Redis
+    writes it): anything else is no endorsement, never a question to ask Redis, which
+    would answer it with an error."""
+    if not isinstance(text, str) or not ENTRY_ID.fullmatch(text):
+        return False
+    return all(int(half) <= STREAM_ID_MAX for half in text.split("-"))
 
 
 def _entry_key(entry_id: str) -> tuple[int, int]:

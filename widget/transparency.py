@@ -150,7 +150,10 @@ def _int_arg(name: str, default: int | None = None) -> int:
         return int(raw)
     except ValueError:
         raise Problem(
-            400, "bad-argument", "Bad argument", f"{name} must be a whole number (0 or more)."
+            400,
+            "bad-argument",
+            "Bad argument",
+            f"{name} must be a whole number, written in digits.",
         ) from None
 
 
@@ -298,7 +301,7 @@ def text_version(statement_id: str, digest: str) -> Response:
 @bp.post("/statements/<statement_id>/withdrawals")
 def withdraw(statement_id: str) -> Response:
     statement = get_statement(statement_id)
-    body = read_json_body()
+    body = read_json_body("the withdrawal")
     secret = body.get("secret") if isinstance(body, dict) else None
     if not isinstance(secret, str) or not 16 <= len(secret) <= 200:
         raise Problem(

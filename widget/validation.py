@@ -11,7 +11,7 @@ everything else refused:
   line separators, bidi overrides) nor a lone surrogate, and at least one letter that stays
   visible (``is_letter``). What is stored is ``clean_name``: trimmed, NFKC-normalised,
   without default-ignorable (invisible) code points, at most ``MAX_MARKS`` combining
-  marks on one character.
+  marks on one character, cut to ``MAX_NAME`` characters (NFKC can lengthen a name).
 * email: an address (optionally padded with whitespace, which is trimmed) of at most
   ``MAX_EMAIL`` characters.
 * country: an ISO 3166-1 alpha-2 code (upper or lower case), ``""`` or null.
@@ -146,7 +146,8 @@ def is_letter(char: str) -> bool:
 
 def clean_name(raw: str) -> str:
     """The name as stored and shown: trimmed, NFKC, no invisible code points, at most
-    ``MAX_MARKS`` combining marks per character (none without a character to sit on)."""
+    ``MAX_MARKS`` combining marks per character (none without a character to sit on), at
+    most ``MAX_NAME`` characters."""
     # Decomposed first, so a precomposed letter's accent counts among its marks; composing
     # again at the end gives NFKC.
     text = _DEFAULT_IGNORABLE.sub("", unicodedata.normalize("NFKD", raw.strip()))
@@ -162,7 +163,9 @@ def clean_name(raw: str) -> str:
             has_base = not char.isspace()
             marks = 0
         kept.append(char)
-    return unicodedata.normalize("NFC", "".join(kept)).strip()
+    # NFKC can lengthen a name (U+FDFA alone becomes 18 characters): what is kept is cut
+    # to the length the submitted name was held to.
+    return unicodedata.normalize("NFC", "".join(kept))[:MAX_NAME].strip()
 
 
 def name_problem(name: Any) -> NameProblem | None:
