@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pyuca
 from babel import Locale, UnknownLocaleError
 from babel.numbers import format_decimal, format_percent
 
@@ -84,9 +84,7 @@ class Catalog:
 
     def countries(self, codes: Iterable[str]) -> list[tuple[str, str]]:
         """``(code, name)`` pairs sorted by name in this language."""
-        names = _locale(self.lang).territories
-        pairs = [(code, str(names.get(code, code))) for code in codes]
-        return sorted(pairs, key=lambda pair: _sort_key(pair[1]))
+        return list(_countries(self.lang, frozenset(codes)))
 
     def country(self, code: str) -> str:
         return str(_locale(self.lang).territories.get(code, code)) if code else ""
@@ -96,9 +94,21 @@ def fill(text: str, values: Mapping[str, Any]) -> str:
     return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), text)
 
 
-def _sort_key(name: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", name.casefold())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+@cache
+def _collator() -> pyuca.Collator:
+    return pyuca.Collator()
+
+
+@cache
+def _countries(lang: str, codes: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """Country names in the Unicode Collation Algorithm's order (its default table): each
+    of Kazakh's own Cyrillic letters (Қ, Ә, Ң...) right after the letter it extends, as a
+    Kazakh reader looks for them, where folding letters to their base had sorted the
+    letters with no base after the last Russian one. Sorted once per language."""
+    names = _locale(lang).territories
+    pairs = [(code, str(names.get(code, code))) for code in codes]
+    collator = _collator()
+    return tuple(sorted(pairs, key=lambda pair: (collator.sort_key(pair[1]), pair[0])))
 
 
 @cache
