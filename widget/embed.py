@@ -240,6 +240,10 @@ def widget(statement_id: str) -> Response:
         theme=theme if theme in THEMES else "auto",
         host_origin=request.args.get("origin", "")[:300],
         frame_title=t("frame_title", title=context["text"].title),
+        # The statement's pages, opened from the widget, in the widget's language (the
+        # link to share stays without one: each reader's browser picks theirs).
+        page_url=f"{context['url']}?lang={t.lang}",
+        audit_url=f"{context['url']}/audit?lang={t.lang}",
         **context,
     )
     # The loader names the ally in ?origin=; being part of the URL, it is part of every

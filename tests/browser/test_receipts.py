@@ -138,7 +138,7 @@ def test_the_audit_page_and_its_links(new_page, host_site, service, redis_client
     page.goto(host_site.page("audit", host_site.snippet()))
     frame = widget_frame(page)
     link = frame.locator(".foot a", has_text="Audit this count")
-    assert link.get_attribute("href") == f"{service.url}/s/{STATEMENT}/audit"
+    assert link.get_attribute("href") == f"{service.url}/s/{STATEMENT}/audit?lang=en"
     hosted = new_page()
     hosted.goto(f"{service.url}/s/{STATEMENT}")
     hosted.click("text=Audit this count")
