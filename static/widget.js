@@ -279,8 +279,9 @@
       return (c && regions.of(c)) || c || '';
     } catch (e) { regions = null; return c || ''; }
   }
+  /* The server keeps times to the minute only: so do these ("this minute", "2 minutes ago"). */
   function ago(iso) {
-    var s = (Date.parse(iso) - Date.now()) / 1000, u = [[60, 'second'], [60, 'minute'], [24, 'hour'], [365, 'day'], [1e9, 'year']];
+    var s = (Date.parse(iso) - Date.now()) / 6e4, u = [[60, 'minute'], [24, 'hour'], [365, 'day'], [1e9, 'year']];
     try {
       var rtf = new Intl.RelativeTimeFormat(locales(), { numeric: 'auto' });
       for (var i = 0; i < u.length; i++) {
@@ -449,9 +450,10 @@
         method: 'POST', cache: 'no-store', signal: deadline(12000),
         headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body)
       });
-    }, function () {
+    }, function (e) {
       clearTimeout(slow);
-      throw { name: 'pow' };
+      /* the challenge: unreachable, late or refused (429, 503), else the work failed */
+      throw e.name == 'TypeError' || e.name == 'AbortError' ? e : { name: 'pow', status: e.status };
     }).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (b) {
         busy(false);
@@ -473,7 +475,7 @@
     }).catch(function (e) {
       /* no answer in time: the form keeps its values, and sending it again is safe */
       busy(false);
-      status(t(e.name == 'AbortError' ? 'err_timeout' : e.name == 'pow' ? 'err_pow' : 'err_network'));
+      status(t(e.status == 429 ? 'err_rate' : e.status == 503 ? 'err_busy' : e.name == 'AbortError' ? 'err_timeout' : e.name == 'pow' ? 'err_pow' : 'err_network'));
     });
   }
   if (form) {

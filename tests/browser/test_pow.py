@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -150,3 +151,51 @@ def test_the_no_javascript_form_states_and_applies_its_stricter_limit(
     assert answer.value.headers.get("retry-after")
     assert "Too many endorsements" in page.inner_text("#f-status")
     assert api_count(service) == 1
+
+
+def test_a_challenge_that_fails_says_why_and_the_next_press_counts_once(
+    new_page, host_site, service, console
+):
+    """The challenge refused (429), the service busy (503), the network down: each says
+    so, instead of blaming the visitor's browser; once it answers again, one press counts."""
+    page = new_page()
+    page.goto(host_site.page("pow-fail", "<h1>Ally</h1>" + host_site.snippet()))
+    frame = widget_frame(page)
+    problem = {"type": "urn:undersign:problem:rate-limited", "title": "Too many requests"}
+    cases: list[tuple[Any, str]] = [
+        (
+            lambda route: route.fulfill(
+                status=429, json={**problem, "status": 429}, headers={"Retry-After": "30"}
+            ),
+            "Too many endorsements from your network just now. Please try again later.",
+        ),
+        (
+            lambda route: route.fulfill(status=503, json={**problem, "status": 503}),
+            "The service is busy and nothing was recorded. Please try again in a moment.",
+        ),
+        (
+            lambda route: route.abort("internetdisconnected"),
+            "Could not reach the server. Check your connection and try again.",
+        ),
+        (
+            lambda route: route.fulfill(status=200, json={"parameters": "not a challenge"}),
+            "Your browser could not finish a security check. Please press Endorse again.",
+        ),
+    ]
+    for number, (handler, message) in enumerate(cases):
+        page.context.route("**/challenge", handler)
+        if not number:  # the first focus asks for a challenge: already under the route
+            fill_form(frame, "Aruzhan Bekova", "aruzhan@example.org")
+        frame.click("#f-submit")
+        expect(frame.locator("#f-status")).to_have_text(message)
+        expect(frame.locator("#f-submit")).to_be_enabled()
+        page.context.unroute("**/challenge")
+    assert api_count(service) == 0
+    frame.click("#f-submit")
+    frame.wait_for_selector("#done:not([hidden])")
+    assert api_count(service) == 1
+    # What the browser logged is the failed requests themselves, and nothing else.
+    unexpected = [
+        e for e in console.errors if not re.search(r"status of (429|503)|ERR_INTERNET", e)
+    ]
+    assert unexpected == [], console.errors
