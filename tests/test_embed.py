@@ -180,7 +180,13 @@ def test_widget_shows_title_excerpt_count_goal_and_form(client, redis_client):
     html = widget_html(client, "lang=en")
     assert "Dongelek Ystel Civil Society Coalition Statement" in html
     assert "For 22 years now" in html
-    assert f'href="http://localhost/s/{STATEMENT}"' in html
+    # The statement's pages open in the widget's language; the link to share has none.
+    assert f'href="http://localhost/s/{STATEMENT}?lang=en"' in html
+    assert f'href="http://localhost/s/{STATEMENT}/audit?lang=en"' in html
+    assert f'data-url="http://localhost/s/{STATEMENT}"' in html
+    russian = widget_html(client, "lang=ru")
+    assert f'href="http://localhost/s/{STATEMENT}?lang=ru"' in russian
+    assert f'href="http://localhost/s/{STATEMENT}/audit?lang=ru"' in russian
     assert re.search(r'aria-live="polite"[^>]*>\s*<span class="num" data-count="0">0</span>', html)
     assert '<progress class="bar" max="10000" value="0"' in html
     assert ">Endorse</button>" in html
@@ -280,6 +286,9 @@ def test_catalogs_are_complete_and_consistent():
             if isinstance(value, dict):
                 assert "other" in value and set(value) <= CLDR_FORMS, (path.name, key)
         assert messages["_dir"] in ("ltr", "rtl")
+        # Buttons side by side in the thank-you panel: one shares, one holds a secret.
+        for a, b in (("copy", "receipt_copy"), ("copied", "receipt_copied")):
+            assert messages[a] != messages[b], (path.name, a, b)
 
 
 def test_kazakh_is_cyrillic():
@@ -457,3 +466,23 @@ def test_right_to_left_catalog_sets_dir(client, monkeypatch):
     page = client.get(f"/s/{STATEMENT}?lang=ar").get_data(as_text=True)
     assert '<html lang="ar" dir="rtl">' in page
     assert 'hreflang="ar"' in page
+
+
+@pytest.mark.parametrize(
+    ("lang", "neighbours"),
+    [
+        ("kk", ["Кюрасао", "Қазақстан", "Қырғызстан", "Қытай", "Лаос"]),
+        ("ru", ["Казахстан", "Камбоджа"]),
+        ("de", ["Oman", "Österreich", "Pakistan"]),
+        ("fr", ["Égypte", "Émirats arabes unis", "Équateur", "Érythrée", "Espagne", "Estonie"]),
+    ],
+)
+def test_country_list_is_in_the_languages_alphabetical_order(client, lang, neighbours):
+    """Kazakh's own letters had been sorted after the last Russian one: Kazakhstan came
+    242nd of 250 on the Kazakh page."""
+    page = client.get(f"/s/{STATEMENT}?lang={lang}").get_data(as_text=True)
+    select = page.split('id="f-country"', 1)[1].split("</select>", 1)[0]
+    names = re.findall(r'<option value="[A-Z]{2}"[^>]*>([^<]+)</option>', select)
+    assert len(names) > 200
+    at = names.index(neighbours[0])
+    assert names[at : at + len(neighbours)] == neighbours, names[at - 2 : at + len(neighbours)]
