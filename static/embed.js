@@ -17,7 +17,7 @@
       f.referrerPolicy = 'no-referrer';
       f.allow = 'clipboard-write' + (navigator.share ? ';web-share' : '');
       f.style.cssText = ('display:block;border:0;margin:0;padding:0;overflow:hidden;float:none;min-width:0;' +
-        'min-height:0;max-height:none;opacity:1;visibility:visible;transition:none;' +
+        'min-height:0;max-height:none;opacity:1;visibility:visible;position:static;transform:none;filter:none;pointer-events:auto;transition:none;' +
         'box-sizing:border-box;color-scheme:normal;background:none;' +
         (c ? 'width:240px;max-width:100%;height:44px;border-radius:99px;' : 'width:100%;max-width:640px;border-radius:14px;')
       ).replace(/;/g, '!important;');
@@ -32,7 +32,7 @@
       after ? el.parentNode.insertBefore(f, el.nextSibling) : el.appendChild(f);
       var r = f.getBoundingClientRect();
       c || css(f, 'height', (lay == 'compact' ? 170 : r.width < 560 ? 940 : 720) + 'px');
-      if (r.width && r.top < innerHeight) f.loading = 'eager'; // in view: now, no lazy check
+      if (r.width && r.top < innerHeight) f.loading = 'eager';
     };
     w.addEventListener('message', function (e) {
       var m = e.data;

@@ -31,6 +31,11 @@ div, p, span, button, input, form, label, section, a, iframe, h1, h2, ul, li {
   box-sizing: content-box !important; float: right !important;
 }
 iframe { width: 20px !important; height: 20px !important; visibility: visible !important; }
+iframe {
+  position: absolute !important; top: 0 !important; left: 0 !important;
+  transform: rotate(8deg) scale(.5) !important; filter: blur(6px) !important;
+  pointer-events: none !important;
+}
 * { transition: all 10s !important; font-family: serif !important; }
 """
 # Reports CSP violations (of the host page and of every frame) to the console.

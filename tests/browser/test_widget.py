@@ -44,6 +44,14 @@ def test_hostile_host_page_endorse(new_page, host_site, service, console, redis_
     page.wait_for_function("document.querySelector('iframe').getBoundingClientRect().height > 400")
     box = page.query_selector("iframe").bounding_box()
     assert box and box["width"] > 280
+    # Neither moved to the corner, turned, blurred nor made deaf to the pointer.
+    pinned = page.evaluate(
+        """() => { const s = getComputedStyle(document.querySelector('iframe'));
+                   return [s.position, s.transform, s.filter, s.pointerEvents]; }"""
+    )
+    assert pinned == ["static", "none", "none", "auto"]
+    heading = page.query_selector("h1").bounding_box()
+    assert heading and box["y"] > heading["y"] + heading["height"]
     assert frame.locator("html").get_attribute("lang") == "en"
 
     fill_form(frame, "Aliya Nurlanovna", "aliya@example.org")
