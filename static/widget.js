@@ -504,6 +504,8 @@
       })[f]) {
         box.hidden = true;
         ev.target.removeAttribute('aria-invalid');
+        /* every field put right: "check the highlighted fields" goes too */
+        if (!form.querySelector('.err:not([hidden])')) $('f-status').hidden = true;
         size();
       }
     });

@@ -10,6 +10,7 @@ import pytest
 import requests
 from axe_playwright_python.sync_playwright import Axe
 from conftest import STATEMENT
+from playwright.sync_api import expect
 from servers import wait_for
 
 from widget.store import Store
@@ -181,7 +182,11 @@ def test_axe_finds_no_serious_violation(new_page, host_site, service, theme):
     full.click("#f-submit")  # every error message shown
     full.wait_for_selector("#f-name-err:not([hidden])")
     assert serious(axe.run(full)) == [], f"{theme}/full with errors"
+    expect(full.locator("#f-status")).to_have_text("Please check the highlighted fields.")
     fill_form(full, "Axe Person", "axe@example.org")
+    # Every field put right: the summary of errors goes with them, before any new submit.
+    expect(full.locator("#f-status")).to_be_hidden()
+    assert full.locator(".err:not([hidden])").count() == 0
     full.click("#f-submit")
     full.wait_for_selector("#done:not([hidden])")
     assert serious(axe.run(full)) == [], f"{theme}/thank-you"
