@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 from checks import person, statement_keys, store_state, wait_until
-from conftest import ADMIN_TOKEN, ALLY, CONFIRMING, MAIL_FROM, SECRET, write_confirming_statement
+from conftest import (
+    ADMIN_TOKEN,
+    ALLY,
+    CLUSTER,
+    CONFIRMING,
+    MAIL_FROM,
+    SECRET,
+    write_confirming_statement,
+)
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
@@ -578,3 +586,26 @@ def test_the_202_is_as_documented(
     assert (
         "202" in doc["paths"]["/api/v1/statements/{statement_id}/endorsements"]["post"]["responses"]
     )
+
+
+def test_an_idle_mail_worker_stays_alive_for_its_health_check(
+    redis_server: Any, redis_client: Redis
+) -> None:
+    """`undersign worker --check` (the compose healthcheck) wants a heartbeat younger than
+    ALIVE_FOR. An idle RQ worker sends one each time its wait for a job runs out: every
+    405 s at RQ's default, so a healthy idle worker was called dead after a minute."""
+    from widget.jobs import ALIVE_FOR, alive_here, mail_worker, worker_connection
+
+    connection = worker_connection(redis_server.url, cluster=CLUSTER)
+    worker = mail_worker(connection)
+    assert worker.dequeue_timeout + 10 < ALIVE_FOR  # the longest silence of an idle worker
+    worker.register_birth()
+    try:
+        worker.heartbeat()
+        beat = time.time()
+        assert alive_here(connection)
+        assert alive_here(connection, now=beat + worker.dequeue_timeout + 10)
+        assert not alive_here(connection, now=beat + ALIVE_FOR + 1)
+    finally:
+        worker.register_death()
+        connection.close()

@@ -53,6 +53,10 @@ STATS_KEY = "us:{mail}:stats"
 JOB_TIMEOUT = 90  # seconds one delivery may take (each SMTP step times out after 20)
 FIRST_WAIT, LONGEST_WAIT = 5, 3600  # seconds between tries: 5, 10, 20, ... up to an hour
 ALIVE_FOR = 60  # seconds since its last heartbeat that a worker counts as alive
+# An idle RQ worker sends its heartbeat each time its blocking wait for a job runs out,
+# every worker_ttl - 15 seconds: 405 s at RQ's default, which made `undersign worker
+# --check` call an idle, healthy worker dead a minute after its start.
+WORKER_TTL = 45
 log = logging.getLogger("widget.jobs")
 
 
@@ -272,6 +276,14 @@ class MailWorker(SimpleWorker):
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
 
+def mail_worker(connection: Redis) -> MailWorker:
+    """The worker of the mail queue, with a heartbeat well inside ``ALIVE_FOR`` even idle."""
+    queue = Queue(QUEUE_NAME, connection=connection)
+    return MailWorker(
+        [queue], connection=connection, log_job_description=False, worker_ttl=WORKER_TTL
+    )
+
+
 def work(
     connection: Redis | Callable[[], Redis],
     mailer: Mailer,
@@ -292,8 +304,7 @@ def work(
             log.error("the mail worker cannot reach Redis (%s); again in %.0f s", exc, pause)
             time.sleep(pause)
             continue
-        queue = Queue(QUEUE_NAME, connection=current)
-        worker = MailWorker([queue], connection=current, log_job_description=False)
+        worker = mail_worker(current)
         worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
         if burst or worker.stop_asked:
             return
