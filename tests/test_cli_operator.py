@@ -261,3 +261,34 @@ def test_watch_piped_prints_the_table_again_when_a_count_changes(
     finally:
         watcher.terminate()
         watcher.wait(timeout=10)
+
+
+def test_operator_mistakes_are_one_line_and_status_1(redis_server, redis_client, tmp_path):
+    """A bad setting, a broken statement file, an unreachable Redis, a folder that does not
+    exist: one line naming it, exit status 1, no traceback."""
+    good = {"WIDGET_REDIS_URL": redis_server.url, "WIDGET_SECRET_KEY": SECRET}
+    broken = tmp_path / "statements"
+    broken.mkdir()
+    (broken / "clean-air.md").write_text('+++\nid = "clean-air"\ntitle = "Air"\n+++\n\nText.\n')
+    cases = [
+        (
+            {**good, "WIDGET_ENDORSE_LIMIT": "lots"},
+            ["count", STATEMENT],
+            "Error: WIDGET_ENDORSE_LIMIT: expected a limit like 5/minute;50/day, got 'lots'",
+        ),
+        ({**good, "WIDGET_STATEMENTS_DIR": str(broken)}, ["count", STATEMENT], "clean-air.md"),
+        (
+            {"WIDGET_REDIS_URL": "redis://127.0.0.1:1/0", "WIDGET_SECRET_KEY": SECRET},
+            ["count", STATEMENT],
+            "Error: cannot reach Redis: ",
+        ),
+        (good, ["export", STATEMENT, "-o", str(tmp_path / "missing" / "x.csv")], "Error: "),
+        (good, ["watch", "--interval", "0", "--once"], "'--interval': 0.0 is not in the range"),
+    ]
+    for env, args, message in cases:
+        result = CliRunner(env=env).invoke(main, args)
+        assert result.exit_code in (1, 2), (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output and not isinstance(
+            result.exception, (ValueError, RuntimeError, OSError)
+        ), (args, result.output)

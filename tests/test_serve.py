@@ -283,3 +283,18 @@ def test_two_serves_on_one_data_folder_share_redis_until_the_last_stops(data_dir
             assert second.stop() == 0, second.output
     assert second is not None and "Embedded Redis stopped; data kept." in second.output
     assert not embedded.running()
+
+
+def test_serve_refuses_a_bad_setting_before_starting_anything(data_dir: Path) -> None:
+    """It had printed "ready", started Redis and gunicorn, then failed in every worker with
+    six tracebacks; now one line, status 1, and nothing left running."""
+    env = {**os.environ, "WIDGET_DATA_DIR": str(data_dir), "WIDGET_ENDORSE_LIMIT": "lots"}
+    env.pop("WIDGET_REDIS_URL", None)
+    command = [str(BIN / "undersign"), "serve", "--port", str(free_port())]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        "Error: WIDGET_ENDORSE_LIMIT: expected a limit like 5/minute;50/day, got 'lots'"
+    )
+    assert "ready" not in result.stdout and "Traceback" not in result.stderr
+    assert not EmbeddedRedis(data_dir).running()

@@ -21,6 +21,22 @@ RQ_KEY_PREFIX = "rq:{mail}"
 os.environ.setdefault("RQ_KEY_PREFIX", RQ_KEY_PREFIX)
 
 
+def configured_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """A bare app with its settings checked and its statements loaded, connected to
+    nothing: ``ConfigError`` or ``StatementError`` names a bad setting or file. The first
+    step of ``create_app``, and what ``undersign serve`` checks before starting gunicorn."""
+    from .config import check_confirmation, load_config
+    from .statements import load_registry
+
+    app = Flask(__name__, static_folder=None)
+    load_config(app, test_config)
+    extra = [app.config["STATEMENTS_DIR"]] if app.config["STATEMENTS_DIR"] else []
+    registry = load_registry(extra)
+    check_confirmation(app.config, [s.id for s in registry if s.confirms_email])
+    app.extensions["undersign.statements"] = registry
+    return app
+
+
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the WSGI app; ``test_config`` overrides the environment."""
     from . import (
@@ -39,19 +55,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         proxies,
         transparency,
     )
-    from .config import check_confirmation, load_config
     from .jobs import MailQueue
     from .links import public_origin
-    from .statements import load_registry
 
-    app = Flask(__name__, static_folder=None)
-    load_config(app, test_config)
+    app = configured_app(test_config)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-
-    extra = [app.config["STATEMENTS_DIR"]] if app.config["STATEMENTS_DIR"] else []
-    registry = load_registry(extra)
-    check_confirmation(app.config, [s.id for s in registry if s.confirms_email])
-    app.extensions["undersign.statements"] = registry
 
     db.init_app(app)
     app.extensions["undersign.mail"] = MailQueue(

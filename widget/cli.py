@@ -26,7 +26,13 @@ if TYPE_CHECKING:
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on.",
+)
 @click.option("--workers", type=int, default=None, help="Worker processes (default: per CPU).")
 def serve_command(host: str, port: int, workers: int | None) -> None:
     """Run the service with gunicorn and one mail worker (starting the embedded Redis when
@@ -243,7 +249,13 @@ def close_command(statement_id: str) -> None:
 
 
 @click.command("watch")
-@click.option("--interval", default=1.0, show_default=True, help="Most seconds between redraws.")
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Most seconds between redraws.",
+)
 @click.option("--once", is_flag=True, help="Print the table once and exit.")
 @with_appcontext
 def watch_command(interval: float, once: bool) -> None:
@@ -643,7 +655,28 @@ def _script_info() -> ScriptInfo:
     return ScriptInfo(create_app=lambda: create_app())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The ``undersign`` group: an operator's mistake or an unreachable Redis is one line
+    naming it and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from redis.exceptions import RedisClusterException, RedisError
+
+        from .config import ConfigError
+        from .statements import StatementError
+        from .tlog.entries import EntryError
+
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, StatementError, EntryError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except (RedisError, RedisClusterException) as exc:
+            raise click.ClickException(f"cannot reach Redis: {exc}") from None
+        except OSError as exc:  # a file or folder the operator named
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="undersign")
 @click.pass_context
 def main(ctx: click.Context) -> None:

@@ -213,7 +213,17 @@ def serve(host: str, port: int, workers: int | None) -> int:
     after gunicorn has exited, so no acknowledged write is lost, by the last ``serve``
     using it: another one on the same data folder (another port) keeps it running.
     """
-    from .config import demo_secret
+    from . import configured_app
+    from .config import ConfigError, demo_secret
+    from .statements import StatementError
+
+    # A bad setting or statement file is one line and exit status 1 here, before anything
+    # starts, not a worker that fails to boot after "ready" was printed.
+    try:
+        configured_app()
+    except (ConfigError, StatementError) as exc:
+        print(f"Error: {exc}", file=sys.stderr, flush=True)
+        return 1
 
     env = dict(os.environ)
     embedded: EmbeddedRedis | None = None
