@@ -53,6 +53,22 @@ def test_a_sign_in_form_is_bound_to_its_browser(app: Flask) -> None:
         assert "undersign_admin" not in response.headers.get("Set-Cookie", "")
 
 
+def test_a_sign_in_page_still_works_after_another_tab_opened_one(app: Flask) -> None:
+    """Two console tabs sent to the sign-in page: the first one's form had been replaced
+    by the second's cookie ("The sign-in form expired"), and counted as a failure."""
+    browser = app.test_client()  # one cookie jar: one browser, two tabs
+    first = form_csrf(browser.get("/admin/login?next=/admin/s/dongelek-ystel"))
+    second = form_csrf(browser.get("/admin/login?next=/admin"))
+    assert first != second
+    ok = browser.post("/admin/login", data={"csrf": first, "token": ADMIN_TOKEN})
+    assert ok.status_code == 303, ok.get_data(as_text=True)
+    assert browser.get("/admin").status_code == 200
+    # Each form is still good for one try only.
+    assert (
+        browser.post("/admin/login", data={"csrf": first, "token": ADMIN_TOKEN}).status_code == 400
+    )
+
+
 # -- the brake -------------------------------------------------------------------------------
 
 API = "/api/v1/admin/statements"

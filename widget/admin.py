@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -183,27 +184,41 @@ def _login_serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=LOGIN_FORM_SALT)
 
 
+_BINDING = re.compile(r"[A-Za-z0-9_-]{43}")  # what token_urlsafe(32) gives
+
+
 def new_login_form() -> tuple[str, str]:
-    """(nonce for the cookie, signed token for the form)."""
-    nonce = secrets.token_urlsafe(32)
-    return nonce, str(_login_serializer().dumps(nonce))
+    """(this browser's binding for the cookie, a signed single-use token for the form).
+
+    The binding is kept while the browser has one, so that a sign-in page opened in one
+    tab still works after another tab opened one too (each form has its own nonce)."""
+    binding = request.cookies.get(LOGIN_COOKIE, "")
+    if not _BINDING.fullmatch(binding):
+        binding = secrets.token_urlsafe(32)
+    form = [binding, secrets.token_urlsafe(32)]
+    return binding, str(_login_serializer().dumps(form))
 
 
 def consume_login_form() -> bool:
-    """True once for a fresh form whose token matches this browser's cookie.
+    """True once for a fresh form signed for this browser's cookie.
 
     Any POST that presents a genuine form uses it up, whatever the token typed, so one
     form cannot carry more than one guess.
     """
-    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    binding = request.cookies.get(LOGIN_COOKIE, "")
     given = request.form.get("csrf", "")
-    if not nonce or not given:
+    if not binding or not given:
         return False
     try:
         signed = _login_serializer().loads(given, max_age=LOGIN_FORM_MAX_AGE)
     except BadData:
         return False
-    if not isinstance(signed, str) or not hmac.compare_digest(signed, nonce):
+    if not (
+        isinstance(signed, list) and len(signed) == 2 and all(isinstance(x, str) for x in signed)
+    ):
+        return False
+    bound, nonce = signed
+    if not hmac.compare_digest(bound, binding):
         return False
     return get_sessions().consume_nonce(nonce, LOGIN_FORM_MAX_AGE + 60)
 
@@ -807,14 +822,14 @@ def login() -> BaseResponse:
 
 def _login_page(next_url: str, error: str = "", status: int = 200) -> BaseResponse:
     """The sign-in form with a fresh single-use token (and its cookie)."""
-    nonce, form_token = new_login_form()
+    binding, form_token = new_login_form()
     html = render_template(
         "admin/login.html", error=error, next_url=next_url, csrf_token=form_token
     )
     response = make_response(html, status)
     response.set_cookie(
         LOGIN_COOKIE,
-        nonce,
+        binding,
         max_age=LOGIN_FORM_MAX_AGE,
         path=LOGIN_COOKIE_PATH,
         secure=_cookie_secure(),
