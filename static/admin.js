@@ -376,7 +376,9 @@
           ' far above usual; the statement as a whole is not (' + NF.format(surge.recent) +
           ' in the last 5 minutes), so the proof of work is unchanged.';
       }
-      var list = $('#surge-sources');
+      var list = $('#surge-sources'), countries = $('#surge-countries');
+      var fillSource = focusedIn(list, 'data-fill-source');
+      var fillCountry = focusedIn(countries, 'data-fill-country');
       list.textContent = '';
       surge.sources.slice(0, 6).forEach(function (s) {
         var li = el('li', s.surging ? { class: 'hot' } : null);
@@ -388,7 +390,6 @@
         li.appendChild(use);
         list.appendChild(li);
       });
-      var countries = $('#surge-countries');
       countries.textContent = '';
       surge.countries.slice(0, 6).forEach(function (c) {
         var li = el('li');
@@ -401,6 +402,8 @@
         countries.appendChild(li);
       });
       if (!surge.countries.length) countries.appendChild(el('li', { class: 'muted' }, 'None recorded.'));
+      focusAgain(list, 'data-fill-source', fillSource);
+      focusAgain(countries, 'data-fill-country', fillCountry);
     }
 
     function suggestions(list, keys, label) {
@@ -437,8 +440,23 @@
       return tr;
     }
 
+    /* The rows are rebuilt on every refresh (about once a second while endorsements
+       arrive): the keyboard stays on the row it was on, and a row just struck or restored
+       keeps it on its new button. */
+    var refocus = null;
+    function focusedIn(box, name) {
+      var a = document.activeElement;
+      return a && a !== box && box.contains(a) ? a.getAttribute(name) : null;
+    }
+    function focusAgain(box, name, value) {
+      var again = value && box.querySelector('button[' + name + '="' + CSS.escape(value) + '"]');
+      if (again) again.focus();
+    }
+
     function renderEntries(list, append) {
       var body = $('#entries tbody');
+      var eid = append ? null : refocus || focusedIn(body, 'data-eid');
+      refocus = null;
       if (!append) body.textContent = '';
       var ids = {};
       list.forEach(function (e) {
@@ -453,6 +471,7 @@
         body.appendChild(row);
       }
       moreBtn.hidden = !nextCursor;
+      focusAgain(body, 'data-eid', eid);
     }
 
     function refresh() {
@@ -610,6 +629,7 @@
       var btn = ev.target.closest('button[data-action]');
       if (!btn) return;
       var action = btn.getAttribute('data-action');
+      refocus = btn.getAttribute('data-eid');  /* a disabled button loses the focus */
       btn.disabled = true;
       api(base + '/endorsements/' + encodeURIComponent(btn.getAttribute('data-eid')) + '/' + action, {
         method: 'POST', body: action === 'strike' ? { reason: '' } : {}

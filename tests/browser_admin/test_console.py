@@ -343,3 +343,33 @@ def test_console_overview_is_live_and_a_stalled_read_says_so(
     expect(page.locator("#count")).to_have_text("1")
     assert errors == []
     context.close()
+
+
+def test_the_keyboard_stays_on_its_row_while_the_list_refreshes(
+    start_gunicorn: Callable[..., Gunicorn], chromium: Browser
+) -> None:
+    """The rows are rebuilt on every refresh: focus fell to the page's body about once a
+    second while endorsements arrived, and after every strike or restore by keyboard."""
+    service = start_gunicorn(workers=2)
+    for i in range(3):
+        endorse(service, i)
+    page, errors = console(chromium, service, f"/admin/s/{STATEMENT}")
+    rows = page.locator("#entries tbody tr[data-eid]")
+    expect(rows).to_have_count(3)
+    middle = rows.nth(1).get_attribute("data-eid")
+    focused = "() => [document.activeElement.dataset.eid, document.activeElement.dataset.action]"
+    page.locator(f'button[data-eid="{middle}"]').focus()
+    endorse(service, 3)  # a refresh rebuilds every row
+    expect(rows).to_have_count(4)
+    expect(page.locator("#count")).to_have_text("4")
+    assert page.evaluate(focused) == [middle, "strike"]
+    page.keyboard.press("Enter")  # strike it by keyboard: the row's Restore takes the focus
+    expect(page.locator(f'tr[data-eid="{middle}"]')).to_have_class("struck")
+    page.wait_for_function(f"document.activeElement.dataset.eid === {middle!r}")
+    assert page.evaluate(focused) == [middle, "unstrike"]
+    page.keyboard.press("Enter")  # ...and restore it the same way
+    expect(page.locator(f'tr[data-eid="{middle}"]')).not_to_have_class("struck")
+    page.wait_for_function("document.activeElement.dataset.action === 'strike'")
+    assert page.evaluate(focused) == [middle, "strike"]
+    assert errors == []
+    page.close()
