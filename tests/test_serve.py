@@ -298,3 +298,21 @@ def test_serve_refuses_a_bad_setting_before_starting_anything(data_dir: Path) ->
     )
     assert "ready" not in result.stdout and "Traceback" not in result.stderr
     assert not EmbeddedRedis(data_dir).running()
+
+
+def test_a_command_run_without_serve_leaves_no_redis_behind(data_dir: Path) -> None:
+    """`undersign count` and friends start the embedded Redis when no serve runs; it had
+    stayed running (parent PID 1) after every such command."""
+    env = {**os.environ, "WIDGET_DATA_DIR": str(data_dir)}
+    env.pop("WIDGET_REDIS_URL", None)
+    env.pop("WIDGET_REDIS_CLUSTER", None)
+    assert run(env, str(BIN / "undersign"), "count", STATEMENT).strip() == "0"
+    embedded = EmbeddedRedis(data_dir)
+    assert not embedded.running()
+    run(env, str(BIN / "undersign"), "close", STATEMENT)
+    assert not embedded.running()
+    embedded.start()  # what the command wrote was kept
+    try:
+        assert embedded.client().hget(f"us:{{{STATEMENT}}}:state", "closed") is not None
+    finally:
+        embedded.stop()

@@ -9,6 +9,7 @@ runs gunicorn with the production settings from ``gunicorn_conf`` and one mail w
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -149,12 +150,24 @@ class EmbeddedRedis:
 
 
 def ensure_embedded_redis(data_dir: str | Path) -> str:
-    """The URL of the embedded Redis in ``data_dir``, starting it if nothing answers there."""
+    """The URL of the embedded Redis in ``data_dir``, starting it if nothing answers there.
+
+    This process then counts among its users until it exits, as each ``serve`` does: the
+    last one out stops it (data kept), so a command such as ``undersign count`` run while
+    no ``serve`` is up leaves no redis-server behind."""
     embedded = EmbeddedRedis(data_dir)
     with embedded.lock():
         if not embedded.running():
             embedded.start()
+        using = embedded.use()
+    atexit.register(_leave_embedded_redis, embedded, using)
     return embedded.url
+
+
+def _leave_embedded_redis(embedded: EmbeddedRedis, using: IO[str]) -> None:
+    with embedded.lock():
+        if embedded.leave(using):
+            embedded.stop()
 
 
 class MailWorkerProcess:
