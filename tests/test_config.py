@@ -77,7 +77,7 @@ def test_environment_is_parsed_and_coerced(
 ) -> None:
     env = {
         "WIDGET_REDIS_URL": redis_server.url,
-        "WIDGET_SECRET_KEY": "12345678901234567890",  # JSON-parses to an int: must stay text
+        "WIDGET_SECRET_KEY": "1234567890" * 4,  # JSON-parses to an int: must stay text
         "WIDGET_ALLOWED_ORIGINS": " https://Ally.Example/ ,https://b.example:8443,, ",
         "WIDGET_ADMIN_TOKEN": TOKEN,
         "WIDGET_ENDORSE_LIMIT": "3/minute;10/day",
@@ -94,7 +94,7 @@ def test_environment_is_parsed_and_coerced(
     started.append(app)
     config = app.config
     assert config["REDIS_URL"] == redis_server.url
-    assert config["SECRET_KEY"] == "12345678901234567890"
+    assert config["SECRET_KEY"] == "1234567890" * 4
     assert config["ALLOWED_ORIGINS"] == ("https://ally.example", "https://b.example:8443")
     assert config["ADMIN_TOKEN"] == TOKEN
     assert config["ENDORSE_LIMIT"] == "3/minute;10/day"
@@ -163,6 +163,14 @@ def test_star_allows_any_origin(clean_env: pytest.MonkeyPatch) -> None:
         ("ALLOWED_HOSTS", "https://sign.example.org", "is not a host name"),
         ("ALLOWED_HOSTS", "sign.example.org:8443", "no scheme, port or path"),
         ("PUBLIC_URL", "sign.example.org", "is not a base URL"),
+        ("PUBLIC_URL", "https://sign.example.org?x=1", "is not a base URL"),
+        ("PUBLIC_URL", "https://sign.example.org#frag", "is not a base URL"),
+        ("PUBLIC_URL", "https://sign.example.org/petitions", "(no path)"),
+        ("ALLOWED_ORIGINS", "https://a b", "is not an origin like https://ally.example"),
+        ("ALLOWED_ORIGINS", "https://ally.example:99999", "is not an origin"),
+        ("ALLOWED_ORIGINS", "https://ally.example?x=1", "is not an origin"),
+        ("STREAMS_PER_CLIENT", "0", "at least 1"),
+        ("STREAMS_PER_WORKER", "-1", "at least 0"),
         ("REDIS_CLUSTER", "maybe", "true or false"),
         ("REDIS_URL", "http://user:hunter2@cache.example:6379", "redis://"),
     ],
@@ -190,6 +198,29 @@ def test_short_admin_token_is_a_startup_error(clean_env: pytest.MonkeyPatch, len
     assert text.startswith("WIDGET_ADMIN_TOKEN: must be at least 32 characters"), text
     assert f"got {length} " in text
     assert token not in text
+
+
+@pytest.mark.parametrize("length", [1, 20, 31])
+def test_short_secret_key_is_a_startup_error(clean_env: pytest.MonkeyPatch, length: int) -> None:
+    """Email HMACs and hashed addresses are only as strong as this key: one character had
+    been accepted."""
+    secret = "#" * length
+    with pytest.raises(ConfigError) as info:
+        loaded(SECRET_KEY=secret)
+    text = str(info.value)
+    assert text.startswith("WIDGET_SECRET_KEY: must be at least 32 characters"), text
+    assert f"got {length} " in text and "#" not in text  # the message never shows the key
+
+
+def test_origins_and_public_urls_that_are_fine(clean_env: pytest.MonkeyPatch) -> None:
+    origins = (
+        "https://ally.example, http://localhost:8080, http://127.0.0.1:9000, http://[::1]:8000"
+    )
+    config = loaded(
+        SECRET_KEY=SECRET, ALLOWED_ORIGINS=origins, PUBLIC_URL="https://Sign.Example.org:8443/"
+    ).config
+    assert len(config["ALLOWED_ORIGINS"]) == 4
+    assert config["PUBLIC_URL"] == "https://Sign.Example.org:8443"
 
 
 def test_admin_token_of_32_characters_or_none_starts(clean_env: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ The README's configuration table is generated from ``SETTINGS`` (see ``undersign
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -118,11 +119,32 @@ def _to_origins(value: Any) -> tuple[str, ...]:
             raise ValueError(f"{origin!r} is not an origin like https://ally.example")
         if origin != "*" and "/" in origin.split("://", 1)[1]:
             raise ValueError(f"{origin!r} has a path; an origin is scheme://host[:port]")
+        if origin != "*" and not _is_origin(origin):
+            raise ValueError(f"{origin!r} is not an origin like https://ally.example")
         origins.append(origin.lower())
     return tuple(origins)
 
 
 _HOST_NAME = re.compile(r"\.?[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+
+
+def _is_origin(origin: str) -> bool:
+    """scheme://host[:port] with a host name (ASCII, as browsers send it) or an IP."""
+    parts = urlsplit(origin.lower())
+    try:
+        parts.port  # noqa: B018 - raises on a port that is no port
+    except ValueError:
+        return False
+    host = parts.hostname or ""
+    if parts.query or parts.fragment or parts.username or host.startswith("."):
+        return False
+    if _HOST_NAME.fullmatch(host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _to_hosts(value: Any) -> tuple[str, ...]:
@@ -143,8 +165,18 @@ def _to_hosts(value: Any) -> tuple[str, ...]:
 
 def _to_public_url(value: Any) -> str:
     url = _to_str(value).strip().rstrip("/")
-    if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
-        raise ValueError(f"{url!r} is not a base URL like https://sign.example.org")
+    parts = urlsplit(url)
+    # The service serves at the root of its host: a path, query or fragment here would end
+    # up in the middle of every link it makes.
+    if url and (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or not _is_origin(f"{parts.scheme}://{parts.netloc}")
+    ):
+        raise ValueError(f"{url!r} is not a base URL like https://sign.example.org (no path)")
     return url
 
 
@@ -240,8 +272,9 @@ SETTINGS: tuple[Setting, ...] = (
         "SECRET_KEY",
         "",
         _to_str,
-        "Key for email HMACs, hashed client addresses and signed cookies. Required with "
-        "`WIDGET_REDIS_URL`; the embedded mode generates one in the data dir.",
+        "Key for email HMACs, hashed client addresses and signed cookies, at least 32 "
+        "characters. Required with `WIDGET_REDIS_URL`; the embedded mode generates one in "
+        "the data dir.",
     ),
     Setting(
         "ADMIN_TOKEN",
@@ -342,8 +375,8 @@ SETTINGS: tuple[Setting, ...] = (
         "PUBLIC_URL",
         "",
         _to_public_url,
-        "Public base URL for the links the service hands out (default: from the request). "
-        "Its host is also an allowed `Host`.",
+        "Public base URL for the links the service hands out, scheme and host only "
+        "(default: from the request). Its host is also an allowed `Host`.",
     ),
     Setting(
         "ALLOWED_HOSTS",
@@ -370,14 +403,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "STREAMS_PER_CLIENT",
         50,
-        _to_int,
+        _to_positive_int,
         "Live-count streams one client may hold open at once, across every process "
         "(an IPv4 address, or an IPv6 /64); more get 429.",
     ),
     Setting(
         "STREAMS_PER_WORKER",
         0,
-        _to_int,
+        _to_non_negative_int,
         "Most live-count streams one gunicorn worker holds; 0 means its connection limit "
         "less a tenth (at least 10) kept for ordinary requests. More get 503.",
     ),
@@ -438,6 +471,7 @@ SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
 MAX_BODY_BYTES = 16 * 1024
 # A guessable operator token defeats every other admin safeguard: refuse short ones.
 ADMIN_TOKEN_MIN_LENGTH = 32
+SECRET_KEY_MIN_LENGTH = 32
 
 
 def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> None:
@@ -452,6 +486,14 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> Non
             app.config[setting.name] = setting.convert(app.config[setting.name])
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{setting.env}: {exc}") from exc
+    secret = app.config["SECRET_KEY"]
+    if secret and len(secret) < SECRET_KEY_MIN_LENGTH:
+        # Email HMACs and address hashes are only as strong as this key.
+        raise ConfigError(
+            f"WIDGET_SECRET_KEY: must be at least {SECRET_KEY_MIN_LENGTH} characters, "
+            f"got {len(secret)} "
+            '(make one with: python -c "import secrets; print(secrets.token_urlsafe(48))")'
+        )
     token = app.config["ADMIN_TOKEN"]
     if token and len(token) < ADMIN_TOKEN_MIN_LENGTH:
         # The message gives the length only, never the token.
