@@ -149,6 +149,33 @@ def test_bad_language_code_in_translation_name(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
+def test_a_file_cannot_replace_a_statement_already_loaded(tmp_path: Path) -> None:
+    """A file named for the bundled statement had replaced the coalition's text silently."""
+    path = write(tmp_path, f"{STATEMENT}.md", statement_file(STATEMENT, title="Hijack", goal="5"))
+    with pytest.raises(StatementError, match="already a statement with id") as info:
+        load_registry([tmp_path])
+    assert str(path) in str(info.value)
+    first, second = tmp_path / "one", tmp_path / "two"
+    first.mkdir()
+    second.mkdir()
+    write(first, "extra.md", statement_file())
+    write(second, "extra.md", statement_file(title="Another"))
+    with pytest.raises(StatementError, match="already a statement with id 'extra'"):
+        load_registry([first, second])
+    assert load_registry([first]).get("extra") is not None
+
+
+def test_a_translation_says_one_language(tmp_path: Path) -> None:
+    write(tmp_path, "extra.md", statement_file())
+    path = write(tmp_path, "extra.ru.md", '+++\ntitle = "Т"\nlang = "de"\n+++\n\nТекст.\n')
+    with pytest.raises(StatementError, match="its name says 'ru'") as info:
+        load_registry([tmp_path])
+    assert str(path) in str(info.value)
+    write(tmp_path, "extra.ru.md", '+++\ntitle = "Т"\nlang = "ru"\n+++\n\nТекст.\n')
+    registry = load_registry([tmp_path])
+    assert registry.get("extra").text("ru").title == "Т"
+
+
 def test_bad_statement_file_stops_the_app_from_starting(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:

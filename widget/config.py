@@ -369,7 +369,8 @@ SETTINGS: tuple[Setting, ...] = (
         "STATEMENTS_DIR",
         "",
         _to_str,
-        "Extra folder of statement files; the bundled statements are always loaded.",
+        "Extra folder of statement files; the bundled statements are always loaded, and a "
+        "file whose id is already loaded is a startup error.",
     ),
     Setting(
         "PUBLIC_URL",

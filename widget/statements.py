@@ -144,12 +144,20 @@ class StatementRegistry:
 
 
 def load_registry(extra_dirs: Iterable[Path | str] = ()) -> StatementRegistry:
-    """Load the bundled statements, then each extra folder (a later file with an id wins)."""
+    """Load the bundled statements, then each extra folder. An id is one statement: a
+    file that names one already loaded is an error, so no folder can replace the
+    coalition's bundled text, or another folder's, without a word."""
     registry = StatementRegistry()
     for folder in (BUNDLED_DIR, *(Path(d) for d in extra_dirs if d)):
         if not folder.is_dir():
             raise StatementError(f"{folder}: statements folder does not exist")
-        registry.statements.update({s.id: s for s in load_folder(folder)})
+        for statement in load_folder(folder):
+            if statement.id in registry.statements:
+                raise StatementError(
+                    f"{folder / (statement.id + '.md')}: there is already a statement with id "
+                    f"{statement.id!r}; give this one an id of its own"
+                )
+            registry.statements[statement.id] = statement
     return registry
 
 
@@ -183,6 +191,10 @@ def load_folder(folder: Path) -> list[Statement]:
             raise StatementError(
                 f"{path}: a translation may only set {sorted(TRANSLATABLE_KEYS)}, "
                 f"not {sorted(extra)}"
+            )
+        if meta.get("lang", lang) != lang:
+            raise StatementError(
+                f"{path}: its name says {lang!r} but its front matter says {meta['lang']!r}"
             )
         text = _build_text(path, lang, meta.get("title", base.original.title), meta, body)
         statements[stem] = replace(base, texts={**base.texts, lang: text})
