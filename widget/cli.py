@@ -188,7 +188,12 @@ def export_command(statement_id: str, fmt: str, output: str) -> None:
 @click.command("strike")
 @click.argument("statement_id")
 @click.argument("entry_id")
-@click.option("--reason", default="", help="Why (kept in the record).")
+@click.option(
+    "--reason",
+    default="",
+    help="Why, at most 200 characters: kept in the record and published in the "
+    "transparency log (no names).",
+)
 @with_appcontext
 def strike_command(statement_id: str, entry_id: str, reason: str) -> None:
     """Strike an endorsement (spam, abuse): it stays in the record, marked struck."""
@@ -441,7 +446,12 @@ def block_remove_command(block_id: str) -> None:
 @click.option(
     "--upto", metavar="ENTRY_ID", help="Only entries up to this id (a dry run prints it)."
 )
-@click.option("--reason", default="", help="Why (kept with every endorsement struck).")
+@click.option(
+    "--reason",
+    default="",
+    help="Why (required unless --dry-run), at most 200 characters: kept with every "
+    "endorsement struck and published in the transparency log (no names).",
+)
 @click.option("--dry-run", is_flag=True, help="Only say how many match; change nothing.")
 @with_appcontext
 def strike_bulk_command(
