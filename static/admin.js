@@ -474,9 +474,14 @@
       focusAgain(body, 'data-eid', eid);
     }
 
+    /* One refresh at a time: on a slow network they had overlapped (up to six requests,
+       the browser's limit per host) and could be drawn out of order. A call meanwhile
+       gets one more refresh once this one is in, and waits for it. */
+    var inFlight = null, again = false;
     function refresh() {
+      if (inFlight) { again = true; return inFlight; }
       lastRefresh = Date.now();
-      return Promise.all([
+      inFlight = Promise.all([
         api(statsUrl).then(renderStats),
         api(entriesUrl + '?limit=' + Math.min(500, shown)).then(function (data) {
           nextCursor = data.next_cursor;
@@ -488,7 +493,11 @@
       }, function (err) {
         failed = true;
         showError('Could not refresh: ' + err.message);
+      }).then(function () {
+        inFlight = null;
+        if (again) { again = false; return refresh(); }
       });
+      return inFlight;
     }
 
     function soon() {

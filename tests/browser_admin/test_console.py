@@ -373,3 +373,38 @@ def test_the_keyboard_stays_on_its_row_while_the_list_refreshes(
     assert page.evaluate(focused) == [middle, "strike"]
     assert errors == []
     page.close()
+
+
+def test_refreshes_never_overlap_on_a_slow_network(
+    start_gunicorn: Callable[..., Gunicorn], chromium: Browser
+) -> None:
+    """With 1.5 s of latency and an endorsement every 0.3 s, refreshes had piled up to six
+    requests at once (the browser's limit per host), answers drawn out of order."""
+    service = start_gunicorn(workers=2)
+    endorse(service, 0)
+    page, errors = console(chromium, service, f"/admin/s/{STATEMENT}")
+    expect(page.locator("#count")).to_have_text("1")
+    open_reads: set[Any] = set()
+    most = [0]
+
+    def started(request: Any) -> None:
+        if re.search(r"/api/v1/admin/statements/[^/]+/(stats|endorsements)", request.url):
+            open_reads.add(request)
+            most[0] = max(most[0], len(open_reads))
+
+    page.on("request", started)
+    page.on("requestfinished", lambda request: open_reads.discard(request))
+    page.on("requestfailed", lambda request: open_reads.discard(request))
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    conditions = {"offline": False, "downloadThroughput": -1, "uploadThroughput": -1}
+    cdp.send("Network.emulateNetworkConditions", {**conditions, "latency": 1500})
+    for i in range(1, 9):
+        endorse(service, i)
+        page.wait_for_timeout(300)
+    expect(page.locator("#count")).to_have_text("9", timeout=20_000)
+    expect(page.locator("#entries tbody tr[data-eid]")).to_have_count(9, timeout=20_000)
+    assert most[0] <= 2, most[0]  # one refresh: its stats and its page of rows
+    cdp.send("Network.emulateNetworkConditions", {**conditions, "latency": 0})
+    assert errors == []
+    page.close()
