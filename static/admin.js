@@ -580,6 +580,7 @@
       var btn = $('#bulk-preview');
       btn.disabled = true;
       resetPreview();
+      bulkSay('');  /* a new preview: what the last one (or a changed filter) said is past */
       api(base + '/strike-bulk', { method: 'POST', body: body }).then(function (data) {
         bulkFail(null);
         preview = { filters: filters, upto: data.upto, matched: data.matched };

@@ -283,6 +283,16 @@ def test_console_surge_banner_and_bulk_strike_with_undo(
     expect(struck).to_have_count(0)
     expect(page.locator("#bulk-undo")).to_be_hidden()
 
+    # a changed filter asks for a new preview; a preview refused for a field says only that
+    page.click("#bulk-preview")
+    expect(page.locator("#bulk-result")).to_contain_text("endorsements match")
+    page.fill("#bulk-country", "ZZZ")
+    expect(page.locator("#bulk-result")).to_have_text("Filters changed: preview again.")
+    page.click("#bulk-preview")
+    expect(page.locator("#bulk-country-err")).to_be_visible()
+    expect(page.locator("#bulk-result")).to_have_text("")
+    page.fill("#bulk-country", "")
+
     # the surge ends: its minutes leave the window (as ten minutes would)
     for k in redis_client.scan_iter(f"us:{{{STATEMENT}}}:src:m:*"):
         redis_client.delete(k)
