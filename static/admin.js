@@ -476,7 +476,8 @@
 
     /* One refresh at a time: on a slow network they had overlapped (up to six requests,
        the browser's limit per host) and could be drawn out of order. A call meanwhile
-       gets one more refresh once this one is in, and waits for it. */
+       gets one more refresh once this one is in, and waits for it (unless this one
+       failed: its message stays until the regular retry). */
     var inFlight = null, again = false;
     function refresh() {
       if (inFlight) { again = true; return inFlight; }
@@ -495,7 +496,9 @@
         showError('Could not refresh: ' + err.message);
       }).then(function () {
         inFlight = null;
-        if (again) { again = false; return refresh(); }
+        var more = again && !failed;  /* after a failure the 5-second retry comes in time */
+        again = false;
+        if (more) return refresh();
       });
       return inFlight;
     }
