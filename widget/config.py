@@ -475,6 +475,16 @@ ADMIN_TOKEN_MIN_LENGTH = 32
 SECRET_KEY_MIN_LENGTH = 32
 
 
+def _check_length(name: str, value: str, minimum: int, suggested_bytes: int) -> None:
+    """A secret set shorter than ``minimum``: ``ConfigError`` giving its length, never it."""
+    if value and len(value) < minimum:
+        raise ConfigError(
+            f"WIDGET_{name}: must be at least {minimum} characters, got {len(value)} "
+            '(make one with: python -c "import secrets; '
+            f'print(secrets.token_urlsafe({suggested_bytes}))")'
+        )
+
+
 def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> None:
     """Fill and type-check ``app.config``; raise ``ConfigError`` naming a bad setting."""
     for setting in SETTINGS:
@@ -487,22 +497,9 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> Non
             app.config[setting.name] = setting.convert(app.config[setting.name])
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{setting.env}: {exc}") from exc
-    secret = app.config["SECRET_KEY"]
-    if secret and len(secret) < SECRET_KEY_MIN_LENGTH:
-        # Email HMACs and address hashes are only as strong as this key.
-        raise ConfigError(
-            f"WIDGET_SECRET_KEY: must be at least {SECRET_KEY_MIN_LENGTH} characters, "
-            f"got {len(secret)} "
-            '(make one with: python -c "import secrets; print(secrets.token_urlsafe(48))")'
-        )
-    token = app.config["ADMIN_TOKEN"]
-    if token and len(token) < ADMIN_TOKEN_MIN_LENGTH:
-        # The message gives the length only, never the token.
-        raise ConfigError(
-            f"WIDGET_ADMIN_TOKEN: must be at least {ADMIN_TOKEN_MIN_LENGTH} characters, "
-            f"got {len(token)} "
-            '(make one with: python -c "import secrets; print(secrets.token_urlsafe(32))")'
-        )
+    # Email HMACs and address hashes are only as strong as the key, the console as its token.
+    _check_length("SECRET_KEY", app.config["SECRET_KEY"], SECRET_KEY_MIN_LENGTH, 48)
+    _check_length("ADMIN_TOKEN", app.config["ADMIN_TOKEN"], ADMIN_TOKEN_MIN_LENGTH, 32)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     hosts = trusted_hosts(app.config["PUBLIC_URL"], app.config["ALLOWED_HOSTS"])
     if hosts:
