@@ -491,19 +491,22 @@ def strike_reason() -> str:
         return ""
     body = json_body()
     if not isinstance(body, dict):
-        field, rule, reason = "body", 'Send a JSON object: {"reason": "..."}.', None
-    else:
-        field, rule = "reason", REASON_RULE
-        reason = "" if body.get("reason") is None else body["reason"]  # null: no reason
-    if reason is None or not reason_ok(reason):
-        raise Problem(
-            422,
-            "invalid-strike",
-            "Invalid strike",
-            "The reason goes into the public transparency log: " + REASON_RULE,
-            errors={field: rule},
-        )
+        raise invalid_strike({"body": 'Send a JSON object: {"reason": "..."}.'})
+    reason = body.get("reason")
+    reason = "" if reason is None else reason  # null: no reason
+    if not reason_ok(reason):
+        raise invalid_strike({"reason": REASON_RULE})
     return str(reason).strip()
+
+
+def invalid_strike(errors: dict[str, str]) -> Problem:
+    return Problem(
+        422,
+        "invalid-strike",
+        "Invalid strike",
+        "The reason goes into the public transparency log: " + REASON_RULE,
+        errors=errors,
+    )
 
 
 @api.post("/statements/<statement_id>/endorsements/<entry_id>/strike")

@@ -137,6 +137,15 @@ class EmbeddedRedis:
         fcntl.flock(handle, fcntl.LOCK_SH)
         return handle
 
+    def leave_and_stop(self, handle: IO[str]) -> bool:
+        """Unmark this process and stop the server when it was the last user; True when
+        it stopped."""
+        with self.lock():
+            if not self.leave(handle):
+                return False
+            self.stop()
+            return True
+
     def leave(self, handle: IO[str]) -> bool:
         """Unmark (call under ``lock``); True when no other process serves on it now."""
         fcntl.flock(handle, fcntl.LOCK_UN)
@@ -160,14 +169,8 @@ def ensure_embedded_redis(data_dir: str | Path) -> str:
         if not embedded.running():
             embedded.start()
         using = embedded.use()
-    atexit.register(_leave_embedded_redis, embedded, using)
+    atexit.register(embedded.leave_and_stop, using)
     return embedded.url
-
-
-def _leave_embedded_redis(embedded: EmbeddedRedis, using: IO[str]) -> None:
-    with embedded.lock():
-        if embedded.leave(using):
-            embedded.stop()
 
 
 class MailWorkerProcess:
@@ -285,9 +288,7 @@ def serve(host: str, port: int, workers: int | None) -> int:
         worker.join()
         if embedded is not None and using is not None:
             # Another serve on the same data folder (another port) may still use it.
-            with embedded.lock():
-                if embedded.leave(using):
-                    embedded.stop()
-                    print("Embedded Redis stopped; data kept.", file=sys.stderr, flush=True)
-                else:
-                    print("Embedded Redis left running: another serve uses it.", flush=True)
+            if embedded.leave_and_stop(using):
+                print("Embedded Redis stopped; data kept.", file=sys.stderr, flush=True)
+            else:
+                print("Embedded Redis left running: another serve uses it.", flush=True)
